@@ -91,3 +91,10 @@ pub fn page_size() -> usize {
         4096
     }
 }
+
+/// Locks the pages of `buf` in RAM (best effort: returns false if the kernel refuses, e.g. for
+/// lack of CAP_IPC_LOCK or RLIMIT_MEMLOCK).
+pub fn lock_memory(buf: &[u8]) -> bool {
+    // SAFETY: mlock only reads the address range, which `buf` guarantees is valid and mapped.
+    unsafe { libc::mlock(buf.as_ptr().cast(), buf.len()) == 0 }
+}

@@ -1,0 +1,65 @@
+//! Undo records: what must be done to remove a fault if the process that injected it is gone.
+//!
+//! Each record is self-contained (it names the process by pid *and* start time, the namespace by
+//! path...), idempotent, and safe to replay any number of times by any Havoc process: the engine's
+//! journal, the watchdog, `havoc recover` and the agent all replay the same records.
+
+use serde::{Deserialize, Serialize};
+
+use crate::procinfo::ProcInfo;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "undo", rename_all = "camelCase")]
+pub enum UndoAction {
+    /// SIGCONT a process that Havoc stopped.
+    #[serde(rename_all = "camelCase")]
+    Resume { pid: i32, start_time: u64 },
+    /// SIGKILL a helper process Havoc started (a stress worker).
+    #[serde(rename_all = "camelCase")]
+    KillHelper { pid: i32, start_time: u64 },
+}
+
+/// What replaying one record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UndoOutcome {
+    Done(String),
+    /// Nothing to do (already undone, or the process is gone): still a success.
+    NothingLeft(String),
+}
+
+impl UndoAction {
+    pub fn describe(&self) -> String {
+        match self {
+            UndoAction::Resume { pid, .. } => format!("resume pid {pid}"),
+            UndoAction::KillHelper { pid, .. } => format!("stop helper pid {pid}"),
+        }
+    }
+
+    /// Carries the record out. Idempotent.
+    pub fn undo(&self) -> Result<UndoOutcome, crate::FaultError> {
+        match self {
+            UndoAction::Resume { pid, start_time } => {
+                if !ProcInfo::is_same(*pid, *start_time) {
+                    return Ok(UndoOutcome::NothingLeft(format!("pid {pid} has exited")));
+                }
+                signal(*pid, 18, "resume")?;
+                Ok(UndoOutcome::Done(format!("resumed pid {pid}")))
+            }
+            UndoAction::KillHelper { pid, start_time } => {
+                if !ProcInfo::is_same(*pid, *start_time) {
+                    return Ok(UndoOutcome::NothingLeft(format!("helper pid {pid} has exited")));
+                }
+                signal(*pid, 9, "stop helper")?;
+                Ok(UndoOutcome::Done(format!("stopped helper pid {pid}")))
+            }
+        }
+    }
+}
+
+fn signal(pid: i32, signo: i32, action: &'static str) -> Result<(), crate::FaultError> {
+    match havoc_sys::process::send_signal(pid, signo) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == Some(3) => Ok(()), // ESRCH: gone in the meantime
+        Err(source) => Err(crate::FaultError::Sys { action, target: format!("pid {pid}"), source }),
+    }
+}
