@@ -1,1 +1,79 @@
-fn main() {}
+//! The `havoc` binary: parses the command line, sets up logging, and hands over to one module per
+//! subcommand. Exit codes: 0 success, 1 failure, 2 invalid input, 3 target not found or refused,
+//! 4 aborted by a steady-state probe, 130 interrupted (everything recovered in every case).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod progress;
+
+#[derive(Parser)]
+#[command(name = "havoc", version, about = "Chaos engineering with guaranteed recovery", long_about = None)]
+struct Cli {
+    /// Where the journal of active faults is kept.
+    #[arg(long, global = true, env = "HAVOC_STATE_DIR", default_value = havoc_engine::journal::DEFAULT_STATE_DIR)]
+    state_dir: std::path::PathBuf,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "HAVOC_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment: validate, resolve targets, inject, hold, recover, report.
+    Run(cmd::run::Args),
+    /// Check experiment files without touching anything.
+    Validate(cmd::validate::Args),
+    /// Undo everything a crashed or killed havoc left in effect (from the journal).
+    Recover(cmd::recover::Args),
+    /// Run a bundled experiment against a target process havoc starts itself.
+    Demo(cmd::demo::Args),
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        #[arg(long)]
+        journal: std::path::PathBuf,
+    },
+    #[command(name = "__stress-worker", hide = true)]
+    StressWorker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    #[command(name = "__demo-target", hide = true)]
+    DemoTarget,
+}
+
+fn main() -> ExitCode {
+    let started = std::time::Instant::now();
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let code = match cli.command {
+        Command::Run(args) => cmd::run::run(args, &cli.state_dir, started),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Recover(args) => cmd::recover::run(args, &cli.state_dir),
+        Command::Demo(args) => cmd::demo::run(args, &cli.state_dir, started),
+        Command::Watchdog { journal } => return ExitCode::from(havoc_engine::watchdog::watchdog_main(journal) as u8),
+        Command::StressWorker { args } => match havoc_faults::stress::parse_worker_args(&args) {
+            Ok((task, deadline)) => {
+                havoc_faults::stress::worker_main(task, deadline);
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("havoc __stress-worker: {e}");
+                Ok(2)
+            }
+        },
+        Command::DemoTarget => cmd::demo::target_main(),
+    };
+    match code {
+        Ok(c) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("havoc: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The result of a run: what was hit, when, what it measurably did, and how it ended.
+//!
+//! Serialized as the `--output json` document and, later, `report.json`. Times are seconds from the
+//! start of the chaos phase; absolute times are Unix milliseconds.
+
+use havoc_faults::{Effect, Target};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Verdict {
+    /// Every fault was injected, held and recovered as planned.
+    Completed,
+    /// Injection or recovery failed; everything that could be recovered was.
+    Failed,
+    /// Stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) or a panic; everything was recovered.
+    Interrupted,
+    /// Stopped because a steady-state probe breached its abort limit.
+    Aborted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub run_id: String,
+    pub experiment: String,
+    pub seed: u64,
+    pub verdict: Verdict,
+    /// Why the run stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub started_at_unix_ms: u64,
+    pub duration_seconds: f64,
+    pub faults: Vec<FaultReport>,
+    pub errors: Vec<String>,
+    /// True when nothing injected by this run remains in effect.
+    pub all_recovered: bool,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    /// From the start of the command to the first fault in effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply_latency_ms: Option<f64>,
+    /// Longest time one recovery took (from deciding to recover to done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_recover_latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultReport {
+    pub name: String,
+    pub kind: String,
+    pub requested: String,
+    pub start_offset_seconds: f64,
+    pub planned_duration_seconds: f64,
+    /// How many processes or namespaces matched before `mode` chose.
+    pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetReport {
+    pub target: Target,
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub injected_at_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_at_seconds: Option<f64>,
+    pub effect: Effect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    /// A few lines for a terminal.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "experiment {} — {} (seed {}, {:.1}s)\n",
+            self.experiment,
+            match self.verdict {
+                Verdict::Completed => "completed",
+                Verdict::Failed => "FAILED",
+                Verdict::Interrupted => "interrupted",
+                Verdict::Aborted => "ABORTED",
+            },
+            self.seed,
+            self.duration_seconds
+        );
+        if let Some(r) = &self.reason {
+            out.push_str(&format!("  reason: {r}\n"));
+        }
+        for f in &self.faults {
+            out.push_str(&format!("  {} [{}] {}\n", f.name, f.kind, f.requested));
+            for t in &f.targets {
+                let when = match (t.injected_at_seconds, t.recovered_at_seconds) {
+                    (Some(a), Some(b)) => format!("{a:.2}s → {b:.2}s"),
+                    (Some(a), None) => format!("{a:.2}s → (not recovered)"),
+                    _ => "not injected".into(),
+                };
+                out.push_str(&format!("    {}: {when}: {}", t.label, t.effect.summary));
+                if let Some(e) = &t.error {
+                    out.push_str(&format!(" — error: {e}"));
+                }
+                out.push('\n');
+            }
+        }
+        for e in &self.errors {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        out.push_str(if self.all_recovered { "  all faults recovered\n" } else { "  WARNING: some faults may still be in effect: run `havoc recover`\n" });
+        out
+    }
+}

@@ -1,0 +1,78 @@
+//! `havoc run FILE`: validate, resolve, inject, hold, recover, report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use havoc_engine::resolve::Protection;
+use havoc_engine::{RunConfig, StopFlag, Verdict};
+use havoc_spec::Experiment;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The experiment (or single-fault manifest) to run.
+    pub file: PathBuf,
+    /// Resolve targets and print what would be done; touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seed for every random choice (overrides spec.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `text` (default) or `json` (the run report on stdout).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
+}
+
+pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8> {
+    let exp = match super::load_experiment(&args.file)? {
+        Ok(e) => e,
+        Err(code) => return Ok(code),
+    };
+    run_experiment(exp, args.seed, args.dry_run, args.output == "json", state_dir, started)
+}
+
+pub fn run_experiment(exp: Experiment, seed: Option<u64>, dry_run: bool, json: bool, state_dir: &Path, started: Instant) -> anyhow::Result<u8> {
+    if !dry_run && !super::is_root() {
+        anyhow::bail!("havoc run needs root (it signals other users' processes and changes cgroups and network settings): use sudo, or --dry-run to only see the plan");
+    }
+    if !dry_run {
+        super::recover_stale(state_dir)?;
+    }
+    let seed = seed.or(exp.spec.seed).unwrap_or_else(rand::random);
+    let protect = Protection::for_this_process(&[]);
+    let plan = match havoc_engine::plan(&exp, seed, &protect) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("havoc: {} (nothing was injected)", havoc_engine::error_chain(&e));
+            return Ok(super::EXIT_TARGET);
+        }
+    };
+    if dry_run {
+        print!("{}", plan.describe());
+        println!("dry run: nothing was injected");
+        return Ok(0);
+    }
+    let stop = StopFlag::new();
+    stop.register_signals().context("cannot install signal handlers")?;
+    havoc_engine::run::install_panic_hook();
+    let cfg = RunConfig {
+        state_dir: state_dir.to_path_buf(),
+        self_exe: std::env::current_exe().context("cannot find the havoc executable")?,
+        command_started: started,
+        watchdog: true,
+    };
+    let mut obs = crate::progress::Display::new(&plan);
+    let report = havoc_engine::execute(plan, &cfg, &stop, &mut obs);
+    obs.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(match report.verdict {
+        Verdict::Completed => 0,
+        Verdict::Failed => super::EXIT_FAILED,
+        Verdict::Aborted => super::EXIT_ABORTED,
+        Verdict::Interrupted => super::EXIT_INTERRUPTED,
+    })
+}
