@@ -212,7 +212,16 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.keys.pop();
-                if let Some((node, anchor)) = self.stack.pop() {
+                if let Some((mut node, anchor)) = self.stack.pop() {
+                    // A block mapping is reported where its first key is (the parser marks it
+                    // at the first `:`).
+                    if let Value::Map(entries) = &node.value {
+                        if let Some((k, _)) = entries.first() {
+                            if k.pos < node.pos {
+                                node.pos = k.pos;
+                            }
+                        }
+                    }
                     if anchor > 0 {
                         self.anchors.insert(anchor, node.clone());
                     }
