@@ -35,8 +35,15 @@ pub enum JournalError {
     },
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> JournalError + 'a {
-    move |source| JournalError::Io { action, path: path.to_path_buf(), source }
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> JournalError + 'a {
+    move |source| JournalError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,11 +79,17 @@ pub fn runs_dir(state_dir: &Path) -> PathBuf {
 
 impl Journal {
     /// Creates the journal of a new run owned by this process.
-    pub fn create(state_dir: &Path, run_id: &str, experiment: &str) -> Result<Journal, JournalError> {
+    pub fn create(
+        state_dir: &Path,
+        run_id: &str,
+        experiment: &str,
+    ) -> Result<Journal, JournalError> {
         let dir = runs_dir(state_dir);
         fs::create_dir_all(&dir).map_err(io("create journal directory", &dir))?;
         let pid = std::process::id() as i32;
-        let start = ProcInfo::read(pid).map(|p| p.start_time).unwrap_or_default();
+        let start = ProcInfo::read(pid)
+            .map(|p| p.start_time)
+            .unwrap_or_default();
         let j = Journal {
             path: dir.join(format!("{run_id}.json")),
             data: JournalData {
@@ -97,10 +110,20 @@ impl Journal {
     }
 
     /// Records undo actions before the injection they undo is applied. Returns the entry id.
-    pub fn record(&mut self, fault: &str, target: &str, undo: Vec<UndoAction>) -> Result<u64, JournalError> {
+    pub fn record(
+        &mut self,
+        fault: &str,
+        target: &str,
+        undo: Vec<UndoAction>,
+    ) -> Result<u64, JournalError> {
         let id = self.next_id;
         self.next_id += 1;
-        self.data.entries.push(Entry { id, fault: fault.into(), target: target.into(), undo });
+        self.data.entries.push(Entry {
+            id,
+            fault: fault.into(),
+            target: target.into(),
+            undo,
+        });
         self.persist()?;
         Ok(id)
     }
@@ -140,12 +163,17 @@ impl Journal {
     }
 
     fn persist(&self) -> Result<(), JournalError> {
-        write_atomic(&self.path, &serde_json::to_vec_pretty(&self.data).expect("journal serializes"))
+        write_atomic(
+            &self.path,
+            &serde_json::to_vec_pretty(&self.data).expect("journal serializes"),
+        )
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
@@ -193,8 +221,14 @@ pub fn list(state_dir: &Path) -> Result<Vec<Found>, JournalError> {
 
 pub fn read(path: &Path) -> Result<Found, JournalError> {
     let bytes = fs::read(path).map_err(io("read journal", path))?;
-    let data = serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt { path: path.to_path_buf(), source })?;
-    Ok(Found { path: path.to_path_buf(), data })
+    let data = serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Found {
+        path: path.to_path_buf(),
+        data,
+    })
 }
 
 /// The result of replaying one journal.
@@ -213,8 +247,15 @@ pub fn replay(found: &Found) -> Replay {
         for action in entry.undo.iter().rev() {
             match action.undo() {
                 Ok(UndoOutcome::Done(s)) => r.done.push(format!("{}: {s}", entry.fault)),
-                Ok(UndoOutcome::NothingLeft(s)) => r.nothing_left.push(format!("{}: {s}", entry.fault)),
-                Err(e) => r.failed.push(format!("{}: {}: {}", entry.fault, action.describe(), crate::error_chain(&e))),
+                Ok(UndoOutcome::NothingLeft(s)) => {
+                    r.nothing_left.push(format!("{}: {s}", entry.fault))
+                }
+                Err(e) => r.failed.push(format!(
+                    "{}: {}: {}",
+                    entry.fault,
+                    action.describe(),
+                    crate::error_chain(&e)
+                )),
             }
         }
     }
@@ -241,7 +282,16 @@ mod tests {
     fn entries_are_on_disk_before_and_gone_after() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut j = Journal::create(dir.path(), "r1", "exp").expect("create");
-        let id = j.record("f", "pid 1", vec![UndoAction::Resume { pid: 1, start_time: 0 }]).expect("record");
+        let id = j
+            .record(
+                "f",
+                "pid 1",
+                vec![UndoAction::Resume {
+                    pid: 1,
+                    start_time: 0,
+                }],
+            )
+            .expect("record");
         let on_disk = read(j.path()).expect("read");
         assert_eq!(on_disk.data.entries.len(), 1);
         assert!(on_disk.owner_alive(), "we own it");
@@ -257,7 +307,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut j = Journal::create(dir.path(), "r2", "exp").expect("create");
         // An undo whose process is gone: replay reports nothing left and succeeds.
-        j.record("f", "pid x", vec![UndoAction::Resume { pid: i32::MAX - 1, start_time: 1 }]).expect("record");
+        j.record(
+            "f",
+            "pid x",
+            vec![UndoAction::Resume {
+                pid: i32::MAX - 1,
+                start_time: 1,
+            }],
+        )
+        .expect("record");
         let path = j.path().to_path_buf();
         // Pretend the owner died.
         let mut found = read(&path).expect("read");

@@ -111,7 +111,11 @@ impl RunReport {
         for e in &self.errors {
             out.push_str(&format!("  error: {e}\n"));
         }
-        out.push_str(if self.all_recovered { "  all faults recovered\n" } else { "  WARNING: some faults may still be in effect: run `havoc recover`\n" });
+        out.push_str(if self.all_recovered {
+            "  all faults recovered\n"
+        } else {
+            "  WARNING: some faults may still be in effect: run `havoc recover`\n"
+        });
         out
     }
 }

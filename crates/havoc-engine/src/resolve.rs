@@ -17,9 +17,17 @@ pub enum ResolveError {
     #[error("fault `{fault}`: no process matches the selector ({criteria})")]
     NoMatch { fault: String, criteria: String },
     #[error("fault `{fault}`: {what} is protected and never a target: {why}")]
-    Protected { fault: String, what: String, why: String },
+    Protected {
+        fault: String,
+        what: String,
+        why: String,
+    },
     #[error("fault `{fault}`: network namespace `{name}` does not exist ({path})")]
-    NoNetns { fault: String, name: String, path: String },
+    NoNetns {
+        fault: String,
+        name: String,
+        path: String,
+    },
     #[error("fault `{fault}`: {message}")]
     Invalid { fault: String, message: String },
 }
@@ -85,7 +93,10 @@ fn matches(sel: &Selector, p: &ProcInfo, re: Option<&regex::Regex>) -> bool {
         return false;
     }
     if !sel.process_names.is_empty()
-        && !sel.process_names.iter().any(|n| *n == p.comm || Some(n) == p.exe_name.as_ref())
+        && !sel
+            .process_names
+            .iter()
+            .any(|n| *n == p.comm || Some(n) == p.exe_name.as_ref())
     {
         return false;
     }
@@ -121,27 +132,49 @@ fn matches(sel: &Selector, p: &ProcInfo, re: Option<&regex::Regex>) -> bool {
 }
 
 /// Resolves a process selector.
-pub fn resolve_processes(fault: &str, sel: &Selector, protect: &Protection, rng: &mut ChaCha8Rng) -> Result<Vec<Target>, ResolveError> {
+pub fn resolve_processes(
+    fault: &str,
+    sel: &Selector,
+    protect: &Protection,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Target>, ResolveError> {
     let re = match &sel.cmdline_regex {
-        Some(r) => Some(regex::Regex::new(r).map_err(|e| ResolveError::Invalid { fault: fault.into(), message: e.to_string() })?),
+        Some(r) => Some(regex::Regex::new(r).map_err(|e| ResolveError::Invalid {
+            fault: fault.into(),
+            message: e.to_string(),
+        })?),
         None => None,
     };
     // Explicit pids: each must exist and not be protected.
     for pid in &sel.pids {
         match ProcInfo::read(*pid) {
             None => {
-                return Err(ResolveError::NoMatch { fault: fault.into(), criteria: format!("pid {pid} does not exist") });
+                return Err(ResolveError::NoMatch {
+                    fault: fault.into(),
+                    criteria: format!("pid {pid} does not exist"),
+                });
             }
             Some(p) => {
                 if let Some(why) = protect.reason(&p) {
-                    return Err(ResolveError::Protected { fault: fault.into(), what: format!("pid {pid} ({})", p.comm), why: why.into() });
+                    return Err(ResolveError::Protected {
+                        fault: fault.into(),
+                        what: format!("pid {pid} ({})", p.comm),
+                        why: why.into(),
+                    });
                 }
             }
         }
     }
     let all = procinfo::all_processes();
-    let matched: Vec<&ProcInfo> = all.iter().filter(|p| !p.is_dead() && matches(sel, p, re.as_ref())).collect();
-    let allowed: Vec<&ProcInfo> = matched.iter().copied().filter(|p| protect.reason(p).is_none()).collect();
+    let matched: Vec<&ProcInfo> = all
+        .iter()
+        .filter(|p| !p.is_dead() && matches(sel, p, re.as_ref()))
+        .collect();
+    let allowed: Vec<&ProcInfo> = matched
+        .iter()
+        .copied()
+        .filter(|p| protect.reason(p).is_none())
+        .collect();
     if allowed.is_empty() {
         if let Some(p) = matched.first() {
             return Err(ResolveError::Protected {
@@ -150,39 +183,74 @@ pub fn resolve_processes(fault: &str, sel: &Selector, protect: &Protection, rng:
                 why: protect.reason(p).unwrap_or_default().into(),
             });
         }
-        return Err(ResolveError::NoMatch { fault: fault.into(), criteria: criteria(sel) });
+        return Err(ResolveError::NoMatch {
+            fault: fault.into(),
+            criteria: criteria(sel),
+        });
     }
     let targets: Vec<Target> = allowed
         .iter()
-        .map(|p| Target::Process { pid: p.pid, start_time: p.start_time, name: p.comm.clone() })
+        .map(|p| Target::Process {
+            pid: p.pid,
+            start_time: p.start_time,
+            name: p.comm.clone(),
+        })
         .collect();
     Ok(choose(&targets, sel.mode, sel.value.as_deref(), rng))
 }
 
 /// Resolves a network selector: named namespaces, the host, or the namespaces of processes.
-pub fn resolve_netns(fault: &str, sel: &Selector, protect: &Protection, rng: &mut ChaCha8Rng) -> Result<Vec<Target>, ResolveError> {
+pub fn resolve_netns(
+    fault: &str,
+    sel: &Selector,
+    protect: &Protection,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Target>, ResolveError> {
     let mut targets = Vec::new();
     if sel.host {
-        targets.push(Target::Netns { path: PathBuf::from("/proc/1/ns/net"), label: "host".into() });
+        targets.push(Target::Netns {
+            path: PathBuf::from("/proc/1/ns/net"),
+            label: "host".into(),
+        });
     }
     for name in &sel.netns {
-        let path = if name.starts_with('/') { PathBuf::from(name) } else { PathBuf::from("/run/netns").join(name) };
+        let path = if name.starts_with('/') {
+            PathBuf::from(name)
+        } else {
+            PathBuf::from("/run/netns").join(name)
+        };
         if !path.exists() {
-            return Err(ResolveError::NoNetns { fault: fault.into(), name: name.clone(), path: path.display().to_string() });
+            return Err(ResolveError::NoNetns {
+                fault: fault.into(),
+                name: name.clone(),
+                path: path.display().to_string(),
+            });
         }
-        targets.push(Target::Netns { path, label: name.clone() });
+        targets.push(Target::Netns {
+            path,
+            label: name.clone(),
+        });
     }
     if sel.selects_processes() {
-        let all = Selector { mode: havoc_spec::Mode::All, value: None, ..sel.clone() };
+        let all = Selector {
+            mode: havoc_spec::Mode::All,
+            value: None,
+            ..sel.clone()
+        };
         let procs = resolve_processes(fault, &all, protect, rng)?;
         let mut seen = std::collections::HashSet::new();
         for t in procs {
             if let Target::Process { pid, name, .. } = t {
                 let path = procinfo::netns_path(pid);
                 use std::os::unix::fs::MetadataExt;
-                let ino = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or_default();
+                let ino = std::fs::metadata(&path)
+                    .map(|m| m.ino())
+                    .unwrap_or_default();
                 if seen.insert(ino) {
-                    targets.push(Target::Netns { path, label: format!("of pid {pid} ({name})") });
+                    targets.push(Target::Netns {
+                        path,
+                        label: format!("of pid {pid} ({name})"),
+                    });
                 }
             }
         }
@@ -203,7 +271,10 @@ mod tests {
     fn pid_one_and_ourselves_are_refused() {
         let protect = Protection::for_this_process(&[]);
         for pid in [1, std::process::id() as i32] {
-            let sel = Selector { pids: vec![pid], ..Default::default() };
+            let sel = Selector {
+                pids: vec![pid],
+                ..Default::default()
+            };
             let err = resolve_processes("f", &sel, &protect, &mut rng()).expect_err("protected");
             assert!(matches!(err, ResolveError::Protected { .. }), "{err}");
         }
@@ -212,15 +283,28 @@ mod tests {
     #[test]
     fn a_missing_pid_is_no_match() {
         let protect = Protection::for_this_process(&[]);
-        let sel = Selector { pids: vec![i32::MAX - 7], ..Default::default() };
-        assert!(matches!(resolve_processes("f", &sel, &protect, &mut rng()), Err(ResolveError::NoMatch { .. })));
+        let sel = Selector {
+            pids: vec![i32::MAX - 7],
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve_processes("f", &sel, &protect, &mut rng()),
+            Err(ResolveError::NoMatch { .. })
+        ));
     }
 
     #[test]
     fn a_child_is_found_by_name_and_cmdline() {
-        let mut child = std::process::Command::new("sleep").arg("30.5").spawn().expect("spawn sleep");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30.5")
+            .spawn()
+            .expect("spawn sleep");
         let protect = Protection::for_this_process(&[]);
-        let sel = Selector { process_names: vec!["sleep".into()], cmdline_regex: Some("30\\.5".into()), ..Default::default() };
+        let sel = Selector {
+            process_names: vec!["sleep".into()],
+            cmdline_regex: Some("30\\.5".into()),
+            ..Default::default()
+        };
         let t = resolve_processes("f", &sel, &protect, &mut rng()).expect("resolves");
         child.kill().expect("kill");
         child.wait().expect("wait");
@@ -231,7 +315,13 @@ mod tests {
     #[test]
     fn missing_netns_is_reported() {
         let protect = Protection::for_this_process(&[]);
-        let sel = Selector { netns: vec!["havoc-does-not-exist".into()], ..Default::default() };
-        assert!(matches!(resolve_netns("f", &sel, &protect, &mut rng()), Err(ResolveError::NoNetns { .. })));
+        let sel = Selector {
+            netns: vec!["havoc-does-not-exist".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve_netns("f", &sel, &protect, &mut rng()),
+            Err(ResolveError::NoNetns { .. })
+        ));
     }
 }

@@ -65,12 +65,17 @@ pub fn plan(experiment: &Experiment, seed: u64, protect: &Protection) -> Result<
         let mut rng = ChaCha8Rng::seed_from_u64(fault_seed(seed, &entry.name));
         let sel = entry.spec.selector();
         let targets = match &entry.spec {
-            FaultSpec::NetworkChaos(_) => resolve::resolve_netns(&entry.name, sel, protect, &mut rng)?,
+            FaultSpec::NetworkChaos(_) => {
+                resolve::resolve_netns(&entry.name, sel, protect, &mut rng)?
+            }
             _ => resolve::resolve_processes(&entry.name, sel, protect, &mut rng)?,
         };
         let fault = havoc_faults::build(&entry.spec);
         for t in &targets {
-            fault.check(t).map_err(|source| PlanError::Refused { fault: entry.name.clone(), source })?;
+            fault.check(t).map_err(|source| PlanError::Refused {
+                fault: entry.name.clone(),
+                source,
+            })?;
         }
         faults.push(PlannedFault {
             entry: entry.clone(),
@@ -80,13 +85,20 @@ pub fn plan(experiment: &Experiment, seed: u64, protect: &Protection) -> Result<
             fault,
         });
     }
-    Ok(Plan { experiment: experiment.clone(), seed, faults })
+    Ok(Plan {
+        experiment: experiment.clone(),
+        seed,
+        faults,
+    })
 }
 
 impl Plan {
     /// Human-readable description of what a run would do (for `--dry-run`).
     pub fn describe(&self) -> String {
-        let mut out = format!("experiment {} (seed {})\n", self.experiment.metadata.name, self.seed);
+        let mut out = format!(
+            "experiment {} (seed {})\n",
+            self.experiment.metadata.name, self.seed
+        );
         for f in &self.faults {
             out.push_str(&format!(
                 "  at +{:.1}s for {:.1}s: {} [{}] {}\n",
@@ -105,19 +117,44 @@ impl Plan {
 
     /// When the last fault ends.
     pub fn length(&self) -> Duration {
-        self.faults.iter().map(|f| f.start + f.duration).max().unwrap_or_default()
+        self.faults
+            .iter()
+            .map(|f| f.start + f.duration)
+            .max()
+            .unwrap_or_default()
     }
 }
 
 /// Progress of a run, for the terminal display.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    Started { run_id: &'a str, length: Duration },
-    Injected { fault: &'a str, target: &'a str, effect: &'a str },
-    Recovered { fault: &'a str, target: &'a str, effect: &'a str },
-    Failed { fault: &'a str, target: &'a str, error: &'a str },
-    Tick { elapsed: Duration, length: Duration, active: usize },
-    Stopping { reason: &'a str },
+    Started {
+        run_id: &'a str,
+        length: Duration,
+    },
+    Injected {
+        fault: &'a str,
+        target: &'a str,
+        effect: &'a str,
+    },
+    Recovered {
+        fault: &'a str,
+        target: &'a str,
+        effect: &'a str,
+    },
+    Failed {
+        fault: &'a str,
+        target: &'a str,
+        error: &'a str,
+    },
+    Tick {
+        elapsed: Duration,
+        length: Duration,
+        active: usize,
+    },
+    Stopping {
+        reason: &'a str,
+    },
 }
 
 pub trait Observer {
@@ -181,7 +218,11 @@ impl StopFlag {
         if PANICKED.load(Ordering::SeqCst) {
             return Some((Verdict::Interrupted, "a thread of havoc panicked".into()));
         }
-        self.reason.lock().expect("stop reason lock").clone().map(|r| (Verdict::Aborted, r))
+        self.reason
+            .lock()
+            .expect("stop reason lock")
+            .clone()
+            .map(|r| (Verdict::Aborted, r))
     }
 }
 
@@ -209,13 +250,21 @@ struct FaultState {
 }
 
 fn now_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Runs a plan to its end and returns the report. Never returns with a fault in effect unless
 /// recovery itself failed (the report then says so and the journal keeps the undo records).
 pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Observer) -> RunReport {
-    let run_id = format!("{}-{}-{}", plan.experiment.metadata.name, std::process::id(), now_unix_ms());
+    let run_id = format!(
+        "{}-{}-{}",
+        plan.experiment.metadata.name,
+        std::process::id(),
+        now_unix_ms()
+    );
     let started_at = now_unix_ms();
     let mut errors: Vec<String> = Vec::new();
     let mut states: Vec<FaultState> = plan
@@ -226,17 +275,39 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             reports: f
                 .targets
                 .iter()
-                .map(|t| TargetReport { target: t.clone(), label: t.label(), injected_at_seconds: None, recovered_at_seconds: None, effect: Default::default(), error: None })
+                .map(|t| TargetReport {
+                    target: t.clone(),
+                    label: t.label(),
+                    injected_at_seconds: None,
+                    recovered_at_seconds: None,
+                    effect: Default::default(),
+                    error: None,
+                })
                 .collect(),
             done: false,
             started: false,
         })
         .collect();
     let mut timing = Timing::default();
-    let mut journal = match Journal::create(&cfg.state_dir, &run_id, &plan.experiment.metadata.name) {
+    let mut journal = match Journal::create(&cfg.state_dir, &run_id, &plan.experiment.metadata.name)
+    {
         Ok(j) => j,
         Err(e) => {
-            return finish_report(&plan, run_id, started_at, Verdict::Failed, Some(format!("cannot write the journal: {}", crate::error_chain(&e))), states, errors, true, timing, Duration::ZERO);
+            return finish_report(
+                &plan,
+                run_id,
+                started_at,
+                Verdict::Failed,
+                Some(format!(
+                    "cannot write the journal: {}",
+                    crate::error_chain(&e)
+                )),
+                states,
+                errors,
+                true,
+                timing,
+                Duration::ZERO,
+            );
         }
     };
     let watchdog = if cfg.watchdog {
@@ -244,14 +315,31 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             Ok(w) => Some(w),
             Err(e) => {
                 let _ = journal.finish();
-                return finish_report(&plan, run_id, started_at, Verdict::Failed, Some(format!("cannot start the watchdog ({}): {e}", cfg.self_exe.display())), states, errors, true, timing, Duration::ZERO);
+                return finish_report(
+                    &plan,
+                    run_id,
+                    started_at,
+                    Verdict::Failed,
+                    Some(format!(
+                        "cannot start the watchdog ({}): {e}",
+                        cfg.self_exe.display()
+                    )),
+                    states,
+                    errors,
+                    true,
+                    timing,
+                    Duration::ZERO,
+                );
             }
         }
     } else {
         None
     };
     let length = plan.length();
-    obs.event(Event::Started { run_id: &run_id, length });
+    obs.event(Event::Started {
+        run_id: &run_id,
+        length,
+    });
     let t0 = Instant::now();
     let tick = Duration::from_millis(20);
     let mut verdict = Verdict::Completed;
@@ -280,7 +368,11 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                 continue;
             }
             states[fi].started = true;
-            let ctx = Context { self_exe: cfg.self_exe.clone(), seed: fault_seed(plan.seed, &f.entry.name), duration: f.duration };
+            let ctx = Context {
+                self_exe: cfg.self_exe.clone(),
+                seed: fault_seed(plan.seed, &f.entry.name),
+                duration: f.duration,
+            };
             for (ti, target) in f.targets.iter().enumerate() {
                 let label = target.label();
                 let undo = f.fault.undo_plan(target);
@@ -299,21 +391,40 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                     Ok(inj) => {
                         let at = t0.elapsed();
                         if timing.apply_latency_ms.is_none() {
-                            timing.apply_latency_ms = Some(cfg.command_started.elapsed().as_secs_f64() * 1000.0);
+                            timing.apply_latency_ms =
+                                Some(cfg.command_started.elapsed().as_secs_f64() * 1000.0);
                         }
                         if let Err(e) = journal.extend(jid, inj.late_undo()) {
-                            errors.push(format!("{}: cannot journal helpers of {label}: {}", f.entry.name, crate::error_chain(&e)));
+                            errors.push(format!(
+                                "{}: cannot journal helpers of {label}: {}",
+                                f.entry.name,
+                                crate::error_chain(&e)
+                            ));
                         }
                         let rep = &mut states[fi].reports[ti];
                         rep.injected_at_seconds = Some(at.as_secs_f64());
                         rep.effect = inj.effect();
-                        obs.event(Event::Injected { fault: &f.entry.name, target: &label, effect: &rep.effect.summary });
-                        states[fi].live.push((ti, Live { journal_id: jid, injection: inj }));
+                        obs.event(Event::Injected {
+                            fault: &f.entry.name,
+                            target: &label,
+                            effect: &rep.effect.summary,
+                        });
+                        states[fi].live.push((
+                            ti,
+                            Live {
+                                journal_id: jid,
+                                injection: inj,
+                            },
+                        ));
                     }
                     Err(e) => {
                         let msg = crate::error_chain(&e);
                         let _ = journal.forget(jid);
-                        obs.event(Event::Failed { fault: &f.entry.name, target: &label, error: &msg });
+                        obs.event(Event::Failed {
+                            fault: &f.entry.name,
+                            target: &label,
+                            error: &msg,
+                        });
                         states[fi].reports[ti].error = Some(msg.clone());
                         errors.push(format!("{}: {label}: {msg}", f.entry.name));
                         verdict = Verdict::Failed;
@@ -332,7 +443,10 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                 if let Err(e) = live.injection.tick() {
                     let msg = crate::error_chain(&e);
                     st.reports[*ti].error = Some(msg.clone());
-                    errors.push(format!("{}: {}: {msg}", f.entry.name, st.reports[*ti].label));
+                    errors.push(format!(
+                        "{}: {}: {msg}",
+                        f.entry.name, st.reports[*ti].label
+                    ));
                     verdict = Verdict::Failed;
                     reason = Some(format!("fault `{}` failed while active", f.entry.name));
                     break 'run;
@@ -346,7 +460,11 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             break;
         }
         if last_tick_event.elapsed() >= Duration::from_millis(200) {
-            obs.event(Event::Tick { elapsed, length, active });
+            obs.event(Event::Tick {
+                elapsed,
+                length,
+                active,
+            });
             last_tick_event = Instant::now();
         }
         std::thread::sleep(tick);
@@ -355,7 +473,15 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
     // Recover everything still live, newest fault first.
     for (fi, f) in plan.faults.iter().enumerate().rev() {
         if !states[fi].live.is_empty() {
-            recover_fault(f, &mut states[fi], &mut journal, t0, &mut timing, &mut errors, obs);
+            recover_fault(
+                f,
+                &mut states[fi],
+                &mut journal,
+                t0,
+                &mut timing,
+                &mut errors,
+                obs,
+            );
         }
         states[fi].done = true;
     }
@@ -368,11 +494,25 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             w.disarm();
         }
     } else {
-        errors.push(format!("the journal {} keeps what could not be undone: run `havoc recover`", journal.path().display()));
+        errors.push(format!(
+            "the journal {} keeps what could not be undone: run `havoc recover`",
+            journal.path().display()
+        ));
         // The watchdog stays armed and retries when we exit.
         std::mem::forget(watchdog);
     }
-    finish_report(&plan, run_id, started_at, verdict, reason, states, errors, all_recovered, timing, t0.elapsed())
+    finish_report(
+        &plan,
+        run_id,
+        started_at,
+        verdict,
+        reason,
+        states,
+        errors,
+        all_recovered,
+        timing,
+        t0.elapsed(),
+    )
 }
 
 fn recover_fault(
@@ -389,7 +529,8 @@ fn recover_fault(
         let _ = live.injection.tick();
         let result = live.injection.recover();
         let took = began.elapsed().as_secs_f64() * 1000.0;
-        timing.max_recover_latency_ms = Some(timing.max_recover_latency_ms.unwrap_or(0.0).max(took));
+        timing.max_recover_latency_ms =
+            Some(timing.max_recover_latency_ms.unwrap_or(0.0).max(took));
         let rep = &mut st.reports[ti];
         rep.effect = live.injection.effect();
         match result {
@@ -398,11 +539,19 @@ fn recover_fault(
                 if let Err(e) = journal.forget(live.journal_id) {
                     errors.push(crate::error_chain(&e));
                 }
-                obs.event(Event::Recovered { fault: &f.entry.name, target: &rep.label, effect: &rep.effect.summary });
+                obs.event(Event::Recovered {
+                    fault: &f.entry.name,
+                    target: &rep.label,
+                    effect: &rep.effect.summary,
+                });
             }
             Err(e) => {
                 let msg = format!("recovery failed: {}", crate::error_chain(&e));
-                obs.event(Event::Failed { fault: &f.entry.name, target: &rep.label, error: &msg });
+                obs.event(Event::Failed {
+                    fault: &f.entry.name,
+                    target: &rep.label,
+                    error: &msg,
+                });
                 errors.push(format!("{}: {}: {msg}", f.entry.name, rep.label));
                 rep.error = Some(msg);
             }
@@ -423,7 +572,11 @@ fn finish_report(
     timing: Timing,
     took: Duration,
 ) -> RunReport {
-    let verdict = if verdict == Verdict::Completed && !errors.is_empty() { Verdict::Failed } else { verdict };
+    let verdict = if verdict == Verdict::Completed && !errors.is_empty() {
+        Verdict::Failed
+    } else {
+        verdict
+    };
     RunReport {
         run_id,
         experiment: plan.experiment.metadata.name.clone(),

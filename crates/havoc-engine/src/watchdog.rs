@@ -21,7 +21,9 @@ impl Watchdog {
     pub fn spawn(self_exe: &Path, journal: &Path) -> std::io::Result<Watchdog> {
         let mut cmd = Command::new(self_exe);
         cmd.arg("__watchdog").arg("--journal").arg(journal);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         havoc_sys::process::new_session(&mut cmd);
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
@@ -51,7 +53,11 @@ impl Watchdog {
 pub fn watchdog_main(journal: PathBuf) -> i32 {
     // Survive the terminal: only the pipe tells us when to act.
     let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP, signal_hook::consts::SIGPIPE] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGPIPE,
+    ] {
         let _ = signal_hook::flag::register(sig, ignored.clone());
     }
     let mut buf = [0u8; 256];
@@ -71,7 +77,10 @@ pub fn watchdog_main(journal: PathBuf) -> i32 {
         Ok(found) => {
             let r = crate::journal::replay(&found);
             for line in r.done.iter() {
-                eprintln!("havoc watchdog: run {} ended without recovering: {line}", found.data.run_id);
+                eprintln!(
+                    "havoc watchdog: run {} ended without recovering: {line}",
+                    found.data.run_id
+                );
             }
             for line in r.failed.iter() {
                 eprintln!("havoc watchdog: FAILED to undo: {line} (run `havoc recover`)");

@@ -19,12 +19,20 @@ pub struct Hierarchy {
 
 /// Every cgroup hierarchy mounted in our mount namespace.
 pub fn hierarchies() -> Vec<Hierarchy> {
-    let Ok(me) = procfs::process::Process::myself() else { return Vec::new() };
-    let Ok(mounts) = me.mountinfo() else { return Vec::new() };
+    let Ok(me) = procfs::process::Process::myself() else {
+        return Vec::new();
+    };
+    let Ok(mounts) = me.mountinfo() else {
+        return Vec::new();
+    };
     mounts
         .into_iter()
         .filter_map(|m| match m.fs_type.as_str() {
-            "cgroup2" => Some(Hierarchy { mount_point: m.mount_point, v2: true, controllers: Vec::new() }),
+            "cgroup2" => Some(Hierarchy {
+                mount_point: m.mount_point,
+                v2: true,
+                controllers: Vec::new(),
+            }),
             "cgroup" => {
                 let controllers = m
                     .super_options
@@ -35,7 +43,11 @@ pub fn hierarchies() -> Vec<Hierarchy> {
                     })
                     .filter(|c| c != "rw" && c != "ro")
                     .collect();
-                Some(Hierarchy { mount_point: m.mount_point, v2: false, controllers })
+                Some(Hierarchy {
+                    mount_point: m.mount_point,
+                    v2: false,
+                    controllers,
+                })
             }
             _ => None,
         })
@@ -51,7 +63,11 @@ pub fn directories_of(pid: i32) -> Vec<(Vec<String>, PathBuf)> {
         let found = if hier == 0 {
             hs.iter().find(|h| h.v2)
         } else {
-            hs.iter().find(|h| !h.v2 && !controllers.is_empty() && controllers.iter().all(|c| h.controllers.contains(c)))
+            hs.iter().find(|h| {
+                !h.v2
+                    && !controllers.is_empty()
+                    && controllers.iter().all(|c| h.controllers.contains(c))
+            })
         };
         if let Some(h) = found {
             let dir = h.mount_point.join(rel);
@@ -83,7 +99,13 @@ pub fn join_cgroups_of(target: i32, pid: i32) -> Result<Vec<PathBuf>, crate::Fau
 /// `memory.limit_in_bytes`).
 pub fn memory_limit_of(pid: i32) -> Option<u64> {
     for (controllers, dir) in directories_of(pid) {
-        let file = if controllers.is_empty() { dir.join("memory.max") } else if controllers.iter().any(|c| c == "memory") { dir.join("memory.limit_in_bytes") } else { continue };
+        let file = if controllers.is_empty() {
+            dir.join("memory.max")
+        } else if controllers.iter().any(|c| c == "memory") {
+            dir.join("memory.limit_in_bytes")
+        } else {
+            continue;
+        };
         if let Ok(text) = std::fs::read_to_string(&file) {
             let t = text.trim();
             if t == "max" {
@@ -108,7 +130,11 @@ mod tests {
         let dirs = directories_of(std::process::id() as i32);
         assert!(!dirs.is_empty(), "at least one cgroup hierarchy is mounted");
         for (_, d) in dirs {
-            assert!(d.join("cgroup.procs").exists(), "{} has cgroup.procs", d.display());
+            assert!(
+                d.join("cgroup.procs").exists(),
+                "{} has cgroup.procs",
+                d.display()
+            );
         }
     }
 }

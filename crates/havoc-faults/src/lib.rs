@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod cgroup;
-pub mod procinfo;
 pub mod process;
+pub mod procinfo;
 pub mod stress;
 pub mod undo;
 
@@ -28,7 +28,11 @@ pub use undo::UndoAction;
 pub enum Target {
     /// A process, identified by pid *and* start time so a recycled pid is never mistaken for it.
     #[serde(rename_all = "camelCase")]
-    Process { pid: i32, start_time: u64, name: String },
+    Process {
+        pid: i32,
+        start_time: u64,
+        name: String,
+    },
     /// A network namespace by path (`/run/netns/NAME`, `/proc/PID/ns/net`), with a label for reports.
     #[serde(rename_all = "camelCase")]
     Netns { path: PathBuf, label: String },

@@ -19,22 +19,35 @@ impl ProcessFault {
 
 fn process_target(target: &Target) -> Result<(i32, u64), FaultError> {
     match target {
-        Target::Process { pid, start_time, .. } => {
+        Target::Process {
+            pid, start_time, ..
+        } => {
             if !ProcInfo::is_same(*pid, *start_time) {
-                return Err(FaultError::TargetGone { target: target.label() });
+                return Err(FaultError::TargetGone {
+                    target: target.label(),
+                });
             }
             Ok((*pid, *start_time))
         }
-        other => Err(FaultError::Refused { target: other.label(), reason: "ProcessChaos needs a process".into() }),
+        other => Err(FaultError::Refused {
+            target: other.label(),
+            reason: "ProcessChaos needs a process".into(),
+        }),
     }
 }
 
 fn send(pid: i32, signo: i32, target: &Target, action: &'static str) -> Result<(), FaultError> {
     havoc_sys::process::send_signal(pid, signo).map_err(|source| {
         if source.errno() == Some(3) {
-            FaultError::TargetGone { target: target.label() }
+            FaultError::TargetGone {
+                target: target.label(),
+            }
         } else {
-            FaultError::Sys { action, target: target.label(), source }
+            FaultError::Sys {
+                action,
+                target: target.label(),
+                source,
+            }
         }
     })
 }
@@ -57,8 +70,16 @@ impl Fault for ProcessFault {
 
     fn undo_plan(&self, target: &Target) -> Vec<UndoAction> {
         match (self.spec.action, target) {
-            (ProcessAction::Pause, Target::Process { pid, start_time, .. }) => {
-                vec![UndoAction::Resume { pid: *pid, start_time: *start_time }]
+            (
+                ProcessAction::Pause,
+                Target::Process {
+                    pid, start_time, ..
+                },
+            ) => {
+                vec![UndoAction::Resume {
+                    pid: *pid,
+                    start_time: *start_time,
+                }]
             }
             _ => Vec::new(),
         }
@@ -90,8 +111,16 @@ impl Fault for ProcessFault {
                 while Instant::now() < deadline {
                     match ProcInfo::read(pid) {
                         Some(p) if p.is_stopped() => break,
-                        Some(p) if p.is_dead() => return Err(FaultError::TargetGone { target: target.label() }),
-                        None => return Err(FaultError::TargetGone { target: target.label() }),
+                        Some(p) if p.is_dead() => {
+                            return Err(FaultError::TargetGone {
+                                target: target.label(),
+                            })
+                        }
+                        None => {
+                            return Err(FaultError::TargetGone {
+                                target: target.label(),
+                            })
+                        }
                         _ => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
@@ -146,7 +175,11 @@ impl Injection for ProcessInjection {
             }
             _ => format!("{} x {} delivered", self.delivered, self.signal_name),
         };
-        let mut e = Effect { summary, ..Default::default() }.metric("signals_delivered", self.delivered as f64);
+        let mut e = Effect {
+            summary,
+            ..Default::default()
+        }
+        .metric("signals_delivered", self.delivered as f64);
         if self.action == ProcessAction::Pause {
             let held = self.paused_for.unwrap_or_else(|| self.started.elapsed());
             e = e.metric("paused_seconds", held.as_secs_f64());

@@ -26,7 +26,10 @@ impl ProcInfo {
         let p = Process::new(pid).ok()?;
         let stat = p.stat().ok()?;
         let cmdline = p.cmdline().unwrap_or_default();
-        let exe_name = p.exe().ok().and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let exe_name = p
+            .exe()
+            .ok()
+            .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()));
         Some(ProcInfo {
             pid,
             ppid: stat.ppid,
@@ -68,7 +71,11 @@ impl ProcInfo {
 /// Every process visible in /proc, sorted by pid.
 pub fn all_processes() -> Vec<ProcInfo> {
     let mut out: Vec<ProcInfo> = procfs::process::all_processes()
-        .map(|it| it.filter_map(|p| p.ok()).filter_map(|p| ProcInfo::read(p.pid)).collect())
+        .map(|it| {
+            it.filter_map(|p| p.ok())
+                .filter_map(|p| ProcInfo::read(p.pid))
+                .collect()
+        })
         .unwrap_or_default();
     out.sort_by_key(|p| p.pid);
     out
@@ -78,7 +85,11 @@ pub fn all_processes() -> Vec<ProcInfo> {
 pub fn cgroups_of(pid: i32) -> Vec<(u32, Vec<String>, String)> {
     Process::new(pid)
         .and_then(|p| p.cgroups())
-        .map(|cgs| cgs.into_iter().map(|c| (c.hierarchy, c.controllers, c.pathname)).collect())
+        .map(|cgs| {
+            cgs.into_iter()
+                .map(|c| (c.hierarchy, c.controllers, c.pathname))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -26,7 +26,9 @@ impl StressFault {
     }
 
     fn memory_bytes(&self, target: &Target) -> Result<Option<u64>, FaultError> {
-        let Some(mem) = &self.spec.stressors.memory else { return Ok(None) };
+        let Some(mem) = &self.spec.stressors.memory else {
+            return Ok(None);
+        };
         match mem.size {
             MemorySize::Bytes(b) => Ok(Some(b.0)),
             MemorySize::PercentOfLimit(p) => {
@@ -49,13 +51,20 @@ const GRACE: Duration = Duration::from_secs(30);
 impl Fault for StressFault {
     fn check(&self, target: &Target) -> Result<(), FaultError> {
         match target {
-            Target::Process { pid, start_time, .. } => {
+            Target::Process {
+                pid, start_time, ..
+            } => {
                 if !ProcInfo::is_same(*pid, *start_time) {
-                    return Err(FaultError::TargetGone { target: target.label() });
+                    return Err(FaultError::TargetGone {
+                        target: target.label(),
+                    });
                 }
                 self.memory_bytes(target).map(|_| ())
             }
-            other => Err(FaultError::Refused { target: other.label(), reason: "StressChaos needs a process".into() }),
+            other => Err(FaultError::Refused {
+                target: other.label(),
+                reason: "StressChaos needs a process".into(),
+            }),
         }
     }
 
@@ -83,18 +92,27 @@ impl Fault for StressFault {
                 specs.push(vec!["--cpu-load".into(), cpu.load.to_string()]);
             }
         }
-        if let (Some(bytes), Some(mem)) = (self.memory_bytes(target)?, &self.spec.stressors.memory) {
+        if let (Some(bytes), Some(mem)) = (self.memory_bytes(target)?, &self.spec.stressors.memory)
+        {
             inj.requested_bytes = bytes;
             let per = bytes / mem.workers as u64;
             for i in 0..mem.workers as u64 {
-                let share = if i == mem.workers as u64 - 1 { bytes - per * (mem.workers as u64 - 1) } else { per };
+                let share = if i == mem.workers as u64 - 1 {
+                    bytes - per * (mem.workers as u64 - 1)
+                } else {
+                    per
+                };
                 specs.push(vec!["--memory-bytes".into(), share.to_string()]);
             }
         }
         for args in specs {
             let mut cmd = Command::new(&ctx.self_exe);
-            cmd.arg("__stress-worker").args(&args).args(["--deadline-ms", &deadline_ms]);
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+            cmd.arg("__stress-worker")
+                .args(&args)
+                .args(["--deadline-ms", &deadline_ms]);
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
             havoc_sys::process::die_with_parent(&mut cmd, 9);
             let mut child = cmd.spawn().map_err(|source| FaultError::Io {
                 action: format!("start stress worker {}", ctx.self_exe.display()),
@@ -102,9 +120,22 @@ impl Fault for StressFault {
                 source,
             })?;
             let pid = child.id() as i32;
-            let start_time = ProcInfo::read(pid).map(|p| p.start_time).unwrap_or_default();
+            let start_time = ProcInfo::read(pid)
+                .map(|p| p.start_time)
+                .unwrap_or_default();
             let stdin = child.stdin.take();
-            let mut w = Worker { child, pid, start_time, stdin, is_cpu: args[0] == "--cpu-load", baseline_rss: 0, last_cpu: 0.0, last_rss: 0, peak_rss: 0, exited: None };
+            let mut w = Worker {
+                child,
+                pid,
+                start_time,
+                stdin,
+                is_cpu: args[0] == "--cpu-load",
+                baseline_rss: 0,
+                last_cpu: 0.0,
+                last_rss: 0,
+                peak_rss: 0,
+                exited: None,
+            };
             // The worker announces itself once exec'd; its memory then is its baseline.
             let ready = w.child.stdout.take().map(|out| {
                 let mut line = String::new();
@@ -114,14 +145,21 @@ impl Fault for StressFault {
             if ready.as_deref().map(str::trim) != Some("ready") {
                 let _ = w.child.kill();
                 let _ = w.child.wait();
-                return Err(FaultError::Other(format!("stress worker pid {pid} did not start (is {} a havoc binary?)", ctx.self_exe.display())));
+                return Err(FaultError::Other(format!(
+                    "stress worker pid {pid} did not start (is {} a havoc binary?)",
+                    ctx.self_exe.display()
+                )));
             }
             w.baseline_rss = ProcInfo::rss_bytes(pid).unwrap_or_default();
             inj.workers.push(w);
             let w = inj.workers.last_mut().expect("just pushed");
             crate::cgroup::join_cgroups_of(tpid, pid)?;
             if let Some(stdin) = w.stdin.as_mut() {
-                stdin.write_all(b"g").map_err(|source| FaultError::Io { action: "start stress worker".into(), target: target.label(), source })?;
+                stdin.write_all(b"g").map_err(|source| FaultError::Io {
+                    action: "start stress worker".into(),
+                    target: target.label(),
+                    source,
+                })?;
             }
         }
         inj.started = Instant::now();
@@ -155,7 +193,9 @@ impl Worker {
         if let Ok(Some(status)) = self.child.try_wait() {
             use std::os::unix::process::ExitStatusExt;
             self.exited = Some(match status.signal() {
-                Some(9) if !self.is_cpu => "killed by SIGKILL (likely the cgroup's OOM killer)".to_string(),
+                Some(9) if !self.is_cpu => {
+                    "killed by SIGKILL (likely the cgroup's OOM killer)".to_string()
+                }
                 Some(s) => format!("killed by signal {s}"),
                 None => format!("exited with {status}"),
             });
@@ -190,11 +230,21 @@ impl Injection for StressInjection {
     }
 
     fn late_undo(&self) -> Vec<UndoAction> {
-        self.workers.iter().map(|w| UndoAction::KillHelper { pid: w.pid, start_time: w.start_time }).collect()
+        self.workers
+            .iter()
+            .map(|w| UndoAction::KillHelper {
+                pid: w.pid,
+                start_time: w.start_time,
+            })
+            .collect()
     }
 
     fn effect(&self) -> Effect {
-        let wall = self.ended.unwrap_or_else(|| self.started.elapsed()).as_secs_f64().max(1e-9);
+        let wall = self
+            .ended
+            .unwrap_or_else(|| self.started.elapsed())
+            .as_secs_f64()
+            .max(1e-9);
         let cpu: Vec<&Worker> = self.workers.iter().filter(|w| w.is_cpu).collect();
         let mem: Vec<&Worker> = self.workers.iter().filter(|w| !w.is_cpu).collect();
         let cpu_seconds: f64 = cpu.iter().map(|w| w.last_cpu).sum();
@@ -204,14 +254,22 @@ impl Injection for StressInjection {
         if !cpu.is_empty() {
             let load = 100.0 * cpu_seconds / (wall * cpu.len() as f64);
             parts.push(format!("cpu {load:.1}% of a core per worker ({} workers, {cpu_seconds:.2} cpu-s over {wall:.1}s)", cpu.len()));
-            e = e.metric("cpu_seconds", cpu_seconds).metric("cpu_load_percent_per_worker", load);
+            e = e
+                .metric("cpu_seconds", cpu_seconds)
+                .metric("cpu_load_percent_per_worker", load);
             if let Some(l) = self.requested_load {
                 e = e.metric("cpu_load_requested", l as f64);
             }
         }
         if !mem.is_empty() {
-            parts.push(format!("memory held {:.1} MiB of {:.1} MiB requested", held as f64 / 1048576.0, self.requested_bytes as f64 / 1048576.0));
-            e = e.metric("bytes_held", held as f64).metric("bytes_requested", self.requested_bytes as f64);
+            parts.push(format!(
+                "memory held {:.1} MiB of {:.1} MiB requested",
+                held as f64 / 1048576.0,
+                self.requested_bytes as f64 / 1048576.0
+            ));
+            e = e
+                .metric("bytes_held", held as f64)
+                .metric("bytes_requested", self.requested_bytes as f64);
         }
         for w in &self.workers {
             if let Some(why) = &w.exited {
@@ -263,13 +321,18 @@ pub fn parse_worker_args(args: &[String]) -> Result<(WorkerTask, Duration), Stri
         let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
         let n: u64 = v.parse().map_err(|_| format!("{a}: not a number: {v}"))?;
         match a.as_str() {
-            "--cpu-load" => task = Some(WorkerTask::Cpu { load: n.min(100) as u32 }),
+            "--cpu-load" => {
+                task = Some(WorkerTask::Cpu {
+                    load: n.min(100) as u32,
+                })
+            }
             "--memory-bytes" => task = Some(WorkerTask::Memory { bytes: n }),
             "--deadline-ms" => deadline = Duration::from_millis(n),
             other => return Err(format!("unknown worker argument {other}")),
         }
     }
-    task.map(|t| (t, deadline)).ok_or_else(|| "no task given".into())
+    task.map(|t| (t, deadline))
+        .ok_or_else(|| "no task given".into())
 }
 
 /// The body of a stress worker process. Returns when told to stop, when its parent goes away
@@ -375,8 +438,14 @@ mod tests {
 
     #[test]
     fn worker_args_parse() {
-        let a: Vec<String> = ["--cpu-load", "60", "--deadline-ms", "1000"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(parse_worker_args(&a).expect("ok"), (WorkerTask::Cpu { load: 60 }, Duration::from_secs(1)));
+        let a: Vec<String> = ["--cpu-load", "60", "--deadline-ms", "1000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            parse_worker_args(&a).expect("ok"),
+            (WorkerTask::Cpu { load: 60 }, Duration::from_secs(1))
+        );
         assert!(parse_worker_args(&["--bogus".into(), "1".into()]).is_err());
         assert!(parse_worker_args(&[]).is_err());
     }

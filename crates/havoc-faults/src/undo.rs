@@ -47,7 +47,9 @@ impl UndoAction {
             }
             UndoAction::KillHelper { pid, start_time } => {
                 if !ProcInfo::is_same(*pid, *start_time) {
-                    return Ok(UndoOutcome::NothingLeft(format!("helper pid {pid} has exited")));
+                    return Ok(UndoOutcome::NothingLeft(format!(
+                        "helper pid {pid} has exited"
+                    )));
                 }
                 signal(*pid, 9, "stop helper")?;
                 Ok(UndoOutcome::Done(format!("stopped helper pid {pid}")))
@@ -60,6 +62,10 @@ fn signal(pid: i32, signo: i32, action: &'static str) -> Result<(), crate::Fault
     match havoc_sys::process::send_signal(pid, signo) {
         Ok(()) => Ok(()),
         Err(e) if e.errno() == Some(3) => Ok(()), // ESRCH: gone in the meantime
-        Err(source) => Err(crate::FaultError::Sys { action, target: format!("pid {pid}"), source }),
+        Err(source) => Err(crate::FaultError::Sys {
+            action,
+            target: format!("pid {pid}"),
+            source,
+        }),
     }
 }

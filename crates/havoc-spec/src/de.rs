@@ -65,7 +65,11 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { path: None, pos: None, message: msg.to_string() }
+        DeError {
+            path: None,
+            pos: None,
+            message: msg.to_string(),
+        }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -77,7 +81,11 @@ impl de::Error for DeError {
                 .unwrap_or_default();
             format!(
                 "unknown field `{field}`: {close}expected one of {}",
-                expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+                expected
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         de::Error::custom(message)
@@ -112,13 +120,15 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -130,7 +140,11 @@ fn levenshtein(a: &str, b: &str) -> usize {
 
 /// Deserializes `T` from `node`, whose path from the document root is `path`.
 pub fn from_node<T: de::DeserializeOwned>(node: &Node, path: &FieldPath) -> Result<T, SpecError> {
-    T::deserialize(NodeDe { node, path: path.clone() }).map_err(DeError::into_spec_error)
+    T::deserialize(NodeDe {
+        node,
+        path: path.clone(),
+    })
+    .map_err(DeError::into_spec_error)
 }
 
 pub struct NodeDe<'a> {
@@ -144,7 +158,11 @@ impl<'a> NodeDe<'a> {
     }
 
     fn fail(&self, message: String) -> DeError {
-        DeError { path: Some(self.path.clone()), pos: Some(self.node.pos), message }
+        DeError {
+            path: Some(self.path.clone()),
+            pos: Some(self.node.pos),
+            message,
+        }
     }
 
     fn scalar(&self, expected: &str) -> Result<&'a str, DeError> {
@@ -179,7 +197,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         let r = match &self.node.value {
             Value::Null => visitor.visit_unit(),
             Value::Scalar { text, quoted: true } => visitor.visit_str(text),
-            Value::Scalar { text, quoted: false } => {
+            Value::Scalar {
+                text,
+                quoted: false,
+            } => {
                 if text == "true" || text == "True" || text == "TRUE" {
                     visitor.visit_bool(true)
                 } else if text == "false" || text == "False" || text == "FALSE" {
@@ -194,7 +215,11 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
                     visitor.visit_str(text)
                 }
             }
-            Value::Seq(items) => visitor.visit_seq(SeqDe { items: items.iter(), path: &self.path, i: 0 }),
+            Value::Seq(items) => visitor.visit_seq(SeqDe {
+                items: items.iter(),
+                path: &self.path,
+                i: 0,
+            }),
             Value::Map(entries) => visitor.visit_map(MapDe {
                 entries: entries.iter(),
                 path: &self.path,
@@ -217,7 +242,12 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
     de_number!(deserialize_i32, visit_i32, i32, "an integer");
     de_number!(deserialize_i64, visit_i64, i64, "an integer");
     de_number!(deserialize_u8, visit_u8, u8, "a whole number (0..=255)");
-    de_number!(deserialize_u16, visit_u16, u16, "a whole number (0..=65535)");
+    de_number!(
+        deserialize_u16,
+        visit_u16,
+        u16,
+        "a whole number (0..=65535)"
+    );
     de_number!(deserialize_u32, visit_u32, u32, "a whole number");
     de_number!(deserialize_u64, visit_u64, u64, "a whole number");
     de_number!(deserialize_f32, visit_f32, f32, "a number");
@@ -275,7 +305,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let (path, pos) = (self.path.clone(), self.node.pos);
-        visitor.visit_newtype_struct(self).map_err(|e| e.at(&path, pos))
+        visitor
+            .visit_newtype_struct(self)
+            .map_err(|e| e.at(&path, pos))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -289,7 +321,11 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -329,14 +365,23 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Scalar { text, .. } => self.wrap(visitor.visit_enum(text.as_str().into_deserializer())),
+            Value::Scalar { text, .. } => {
+                self.wrap(visitor.visit_enum(text.as_str().into_deserializer()))
+            }
             Value::Map(entries) if entries.len() == 1 => {
                 let (k, v) = &entries[0];
                 let variant = k.as_scalar().unwrap_or_default().to_string();
                 let path = self.path.key(&variant);
-                self.wrap(visitor.visit_enum(EnumDe { variant, value: v, path }))
+                self.wrap(visitor.visit_enum(EnumDe {
+                    variant,
+                    value: v,
+                    path,
+                }))
             }
-            _ => Err(self.fail(format!("expected one of the allowed values, got {}", self.node.describe()))),
+            _ => Err(self.fail(format!(
+                "expected one of the allowed values, got {}",
+                self.node.describe()
+            ))),
         }
     }
 
@@ -358,15 +403,21 @@ struct SeqDe<'a, I> {
 impl<'de, 'a, I: Iterator<Item = &'a Node>> de::SeqAccess<'de> for SeqDe<'a, I> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             None => Ok(None),
             Some(node) => {
                 let path = self.path.index(self.i);
                 self.i += 1;
-                seed.deserialize(NodeDe { node, path: path.clone() })
-                    .map(Some)
-                    .map_err(|e| e.at(&path, node.pos))
+                seed.deserialize(NodeDe {
+                    node,
+                    path: path.clone(),
+                })
+                .map(Some)
+                .map_err(|e| e.at(&path, node.pos))
             }
         }
     }
@@ -381,7 +432,10 @@ struct MapDe<'a, I> {
 impl<'de, 'a, I: Iterator<Item = &'a (Node, Node)>> de::MapAccess<'de> for MapDe<'a, I> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.entries.next() {
             None => Ok(None),
             Some((k, v)) => {
@@ -390,16 +444,23 @@ impl<'de, 'a, I: Iterator<Item = &'a (Node, Node)>> de::MapAccess<'de> for MapDe
                     None => self.path.clone(),
                 };
                 self.value = Some((v, path.clone()));
-                seed.deserialize(NodeDe { node: k, path: path.clone() })
-                    .map(Some)
-                    .map_err(|e| e.at(&path, k.pos))
+                seed.deserialize(NodeDe {
+                    node: k,
+                    path: path.clone(),
+                })
+                .map(Some)
+                .map_err(|e| e.at(&path, k.pos))
             }
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let (node, path) = self.value.take().expect("value follows key");
-        seed.deserialize(NodeDe { node, path: path.clone() }).map_err(|e| e.at(&path, node.pos))
+        seed.deserialize(NodeDe {
+            node,
+            path: path.clone(),
+        })
+        .map_err(|e| e.at(&path, node.pos))
     }
 }
 
@@ -413,9 +474,18 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
         let v = seed.deserialize(self.variant.as_str().into_deserializer())?;
-        Ok((v, NodeDe { node: self.value, path: self.path }))
+        Ok((
+            v,
+            NodeDe {
+                node: self.value,
+                path: self.path,
+            },
+        ))
     }
 }
 
@@ -454,6 +524,7 @@ mod tests {
     struct Inner {
         workers: u32,
         #[serde(default)]
+        #[allow(dead_code)]
         load_pct: Option<u8>,
     }
 
@@ -473,7 +544,11 @@ mod tests {
         let e = parse("items:\n  - workers: 1\n    loadPtc: 3\n").expect_err("unknown");
         assert_eq!(e.path.to_string(), "items[0].loadPtc");
         assert_eq!(e.pos, Pos { line: 3, col: 5 });
-        assert!(e.message.contains("did you mean `loadPct`"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean `loadPct`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct FaultEntry {
     pub spec: FaultSpec,
 }
 
+/// Specs are built once per run; their size does not matter, and boxing would burden every user.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind")]
 pub enum FaultSpec {
@@ -109,7 +111,9 @@ impl FaultSpec {
         match self {
             FaultSpec::ProcessChaos(p) => match p.action {
                 crate::process::ProcessAction::Pause => "pause".into(),
-                crate::process::ProcessAction::Kill => format!("kill with {}", p.effective_signal()),
+                crate::process::ProcessAction::Kill => {
+                    format!("kill with {}", p.effective_signal())
+                }
                 crate::process::ProcessAction::Signal => match p.interval {
                     Some(i) => format!("{} every {i}", p.effective_signal()),
                     None => format!("{} once", p.effective_signal()),
@@ -131,7 +135,10 @@ impl FaultSpec {
                     parts.push(format!("loss {}%", l.loss));
                 }
                 if let Some(g) = &n.gilbert_elliott {
-                    parts.push(format!("loss gilbert-elliott (mean {:.1}%)", g.mean_loss() * 100.0));
+                    parts.push(format!(
+                        "loss gilbert-elliott (mean {:.1}%)",
+                        g.mean_loss() * 100.0
+                    ));
                 }
                 if let Some(d) = &n.delay {
                     parts.push(format!("delay {}±{}", d.latency, d.jitter));
@@ -165,7 +172,10 @@ impl Experiment {
         self.spec
             .faults
             .iter()
-            .map(|f| f.after.map(|a| a.0).unwrap_or_default() + self.fault_duration(f).unwrap_or_default())
+            .map(|f| {
+                f.after.map(|a| a.0).unwrap_or_default()
+                    + self.fault_duration(f).unwrap_or_default()
+            })
             .max()
             .unwrap_or_default()
     }
@@ -174,17 +184,33 @@ impl Experiment {
 /// Parses and validates one experiment (or single-fault manifest) from YAML text.
 pub fn parse_experiment(src: &str) -> Result<Experiment, SpecErrors> {
     let docs = crate::yaml::parse_documents(src).map_err(|e| {
-        SpecErrors(vec![SpecError { path: FieldPath::root(), pos: e.pos, message: format!("invalid YAML: {}", e.message) }])
+        SpecErrors(vec![SpecError {
+            path: FieldPath::root(),
+            pos: e.pos,
+            message: format!("invalid YAML: {}", e.message),
+        }])
     })?;
     match docs.len() {
-        0 => Err(single(Pos { line: 1, col: 1 }, FieldPath::root(), "the file is empty: expected an Experiment or a single-fault manifest")),
+        0 => Err(single(
+            Pos { line: 1, col: 1 },
+            FieldPath::root(),
+            "the file is empty: expected an Experiment or a single-fault manifest",
+        )),
         1 => experiment_from_node(&docs[0]),
-        n => Err(single(docs[1].pos, FieldPath::root(), &format!("expected one YAML document, found {n}: put each experiment in its own file"))),
+        n => Err(single(
+            docs[1].pos,
+            FieldPath::root(),
+            &format!("expected one YAML document, found {n}: put each experiment in its own file"),
+        )),
     }
 }
 
 fn single(pos: Pos, path: FieldPath, msg: &str) -> SpecErrors {
-    SpecErrors(vec![SpecError { path, pos, message: msg.to_string() }])
+    SpecErrors(vec![SpecError {
+        path,
+        pos,
+        message: msg.to_string(),
+    }])
 }
 
 /// Loads and validates an experiment from a parsed document.
@@ -192,15 +218,29 @@ pub fn experiment_from_node(root: &Node) -> Result<Experiment, SpecErrors> {
     let mut errors: Vec<SpecError> = Vec::new();
     let top = FieldPath::root();
     if !matches!(root.value, Value::Map(_)) {
-        return Err(single(root.pos, top, &format!("expected a mapping with apiVersion, kind, metadata and spec, got {}", root.describe())));
+        return Err(single(
+            root.pos,
+            top,
+            &format!(
+                "expected a mapping with apiVersion, kind, metadata and spec, got {}",
+                root.describe()
+            ),
+        ));
     }
     let known_top = ["apiVersion", "kind", "metadata", "spec"];
     if let Value::Map(entries) = &root.value {
         for (k, _) in entries {
             let name = k.as_scalar().unwrap_or_default();
             if !known_top.contains(&name) {
-                let e = <de::DeError as serde::de::Error>::unknown_field(name, &["apiVersion", "kind", "metadata", "spec"]);
-                errors.push(SpecError { path: top.key(name), pos: k.pos, message: e.message });
+                let e = <de::DeError as serde::de::Error>::unknown_field(
+                    name,
+                    &["apiVersion", "kind", "metadata", "spec"],
+                );
+                errors.push(SpecError {
+                    path: top.key(name),
+                    pos: k.pos,
+                    message: e.message,
+                });
             }
         }
     }
@@ -216,22 +256,34 @@ pub fn experiment_from_node(root: &Node) -> Result<Experiment, SpecErrors> {
         }
     }
     let metadata: Option<Metadata> = match root.get("metadata") {
-        Some(n) => from_node(n, &top.key("metadata")).map_err(|e| errors.push(e)).ok(),
+        Some(n) => from_node(n, &top.key("metadata"))
+            .map_err(|e| errors.push(e))
+            .ok(),
         None => {
-            errors.push(SpecError { path: top.key("metadata"), pos: root.pos, message: "is required (at least metadata.name)".into() });
+            errors.push(SpecError {
+                path: top.key("metadata"),
+                pos: root.pos,
+                message: "is required (at least metadata.name)".into(),
+            });
             None
         }
     };
     let spec_node = root.get("spec");
     if spec_node.is_none() {
-        errors.push(SpecError { path: top.key("spec"), pos: root.pos, message: "is required".into() });
+        errors.push(SpecError {
+            path: top.key("spec"),
+            pos: root.pos,
+            message: "is required".into(),
+        });
     }
     let mut problems = Problems::new();
     let mut spec: Option<ExperimentSpec> = None;
     if let (Some(kind), Some(spec_node)) = (kind.as_deref(), spec_node) {
         let sp = top.key("spec");
         if kind == "Experiment" {
-            if let Ok(mut s) = from_node::<ExperimentSpec>(spec_node, &sp).map_err(|e| errors.push(e)) {
+            if let Ok(mut s) =
+                from_node::<ExperimentSpec>(spec_node, &sp).map_err(|e| errors.push(e))
+            {
                 match spec_node.get("faults") {
                     None => problems.add(&sp.key("faults"), "is required: list at least one fault"),
                     Some(fnode) => match &fnode.value {
@@ -246,57 +298,99 @@ pub fn experiment_from_node(root: &Node) -> Result<Experiment, SpecErrors> {
                                 problems.add(&sp.key("faults"), "must list at least one fault");
                             }
                         }
-                        _ => errors.push(SpecError { path: sp.key("faults"), pos: fnode.pos, message: format!("expected a list of faults, got {}", fnode.describe()) }),
+                        _ => errors.push(SpecError {
+                            path: sp.key("faults"),
+                            pos: fnode.pos,
+                            message: format!("expected a list of faults, got {}", fnode.describe()),
+                        }),
                     },
                 }
                 spec = Some(s);
             }
         } else if FAULT_KINDS.contains(&kind) {
-            let name = metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let name = metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
             match load_fault(spec_node, &sp, Some((kind, name))) {
-                Ok(f) => spec = Some(ExperimentSpec { seed: None, duration: None, faults: vec![f] }),
+                Ok(f) => {
+                    spec = Some(ExperimentSpec {
+                        seed: None,
+                        duration: None,
+                        faults: vec![f],
+                    })
+                }
                 Err(e) => errors.extend(e),
             }
         } else {
             let mut all: Vec<&str> = vec!["Experiment"];
             all.extend(FAULT_KINDS);
-            let hint = de::closest(kind, &all).map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
+            let hint = de::closest(kind, &all)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
             errors.push(SpecError {
                 path: top.key("kind"),
                 pos: root.get("kind").map_or(root.pos, |n| n.pos),
-                message: format!("unknown kind `{kind}`: {hint}expected one of {}", all.join(", ")),
+                message: format!(
+                    "unknown kind `{kind}`: {hint}expected one of {}",
+                    all.join(", ")
+                ),
             });
         }
     }
     let mut exp = None;
-    if let (Some(api_version), Some(kind), Some(metadata), Some(spec)) = (api_version, kind, metadata, spec) {
-        let e = Experiment { api_version, kind, metadata, spec };
+    if let (Some(api_version), Some(kind), Some(metadata), Some(spec)) =
+        (api_version, kind, metadata, spec)
+    {
+        let e = Experiment {
+            api_version,
+            kind,
+            metadata,
+            spec,
+        };
         validate_experiment(&e, &mut problems);
         exp = Some(e);
     }
     for (path, message) in problems.into_vec() {
-        errors.push(SpecError { pos: path.locate(root), path, message });
+        errors.push(SpecError {
+            pos: path.locate(root),
+            path,
+            message,
+        });
     }
     if errors.is_empty() {
         Ok(exp.expect("an experiment when there are no errors"))
     } else {
-        errors.sort_by(|a, b| (a.pos, a.path.to_string()).cmp(&(b.pos, b.path.to_string())));
+        errors.sort_by_key(|a| (a.pos, a.path.to_string()));
         errors.dedup();
         Err(SpecErrors(errors))
     }
 }
 
-fn required_str(root: &Node, key: &str, top: &FieldPath, errors: &mut Vec<SpecError>) -> Option<String> {
+fn required_str(
+    root: &Node,
+    key: &str,
+    top: &FieldPath,
+    errors: &mut Vec<SpecError>,
+) -> Option<String> {
     match root.get(key) {
         Some(n) => match n.as_scalar() {
             Some(s) => Some(s.to_string()),
             None => {
-                errors.push(SpecError { path: top.key(key), pos: n.pos, message: format!("expected a string, got {}", n.describe()) });
+                errors.push(SpecError {
+                    path: top.key(key),
+                    pos: n.pos,
+                    message: format!("expected a string, got {}", n.describe()),
+                });
                 None
             }
         },
         None => {
-            errors.push(SpecError { path: top.key(key), pos: root.pos, message: "is required".into() });
+            errors.push(SpecError {
+                path: top.key(key),
+                pos: root.pos,
+                message: "is required".into(),
+            });
             None
         }
     }
@@ -307,16 +401,31 @@ const COMMON_KEYS: &[&str] = &["name", "kind", "after", "duration", "mode", "val
 
 /// Loads one fault. In an experiment `single` is None and `kind`/`name` come from the mapping;
 /// for a single-fault manifest they come from the document.
-pub fn load_fault(node: &Node, path: &FieldPath, single: Option<(&str, String)>) -> Result<FaultEntry, Vec<SpecError>> {
+pub fn load_fault(
+    node: &Node,
+    path: &FieldPath,
+    single: Option<(&str, String)>,
+) -> Result<FaultEntry, Vec<SpecError>> {
     let mut errors = Vec::new();
     if !matches!(node.value, Value::Map(_)) {
-        return Err(vec![SpecError { path: path.clone(), pos: node.pos, message: format!("expected a fault (a mapping with name and kind), got {}", node.describe()) }]);
+        return Err(vec![SpecError {
+            path: path.clone(),
+            pos: node.pos,
+            message: format!(
+                "expected a fault (a mapping with name and kind), got {}",
+                node.describe()
+            ),
+        }]);
     }
     let str_field = |key: &str, errors: &mut Vec<SpecError>| -> Option<String> {
         node.get(key).and_then(|n| match n.as_scalar() {
             Some(s) => Some(s.to_string()),
             None => {
-                errors.push(SpecError { path: path.key(key), pos: n.pos, message: format!("expected a string, got {}", n.describe()) });
+                errors.push(SpecError {
+                    path: path.key(key),
+                    pos: n.pos,
+                    message: format!("expected a string, got {}", n.describe()),
+                });
                 None
             }
         })
@@ -325,7 +434,13 @@ pub fn load_fault(node: &Node, path: &FieldPath, single: Option<(&str, String)>)
         Some((k, n)) => {
             for key in ["name", "kind"] {
                 if let Some(k) = node.key_node(key) {
-                    errors.push(SpecError { path: path.key(key), pos: k.pos, message: format!("`{key}` belongs at the top of a single-fault manifest, not in spec") });
+                    errors.push(SpecError {
+                        path: path.key(key),
+                        pos: k.pos,
+                        message: format!(
+                            "`{key}` belongs at the top of a single-fault manifest, not in spec"
+                        ),
+                    });
                 }
             }
             (Some(k.to_string()), Some(n))
@@ -334,16 +449,29 @@ pub fn load_fault(node: &Node, path: &FieldPath, single: Option<(&str, String)>)
             let kind = str_field("kind", &mut errors);
             let name = str_field("name", &mut errors);
             if node.get("kind").is_none() {
-                errors.push(SpecError { path: path.key("kind"), pos: node.pos, message: format!("is required: one of {}", FAULT_KINDS.join(", ")) });
+                errors.push(SpecError {
+                    path: path.key("kind"),
+                    pos: node.pos,
+                    message: format!("is required: one of {}", FAULT_KINDS.join(", ")),
+                });
             }
             if node.get("name").is_none() {
-                errors.push(SpecError { path: path.key("name"), pos: node.pos, message: "is required: a short name for this fault, e.g. `pause-worker`".into() });
+                errors.push(SpecError {
+                    path: path.key("name"),
+                    pos: node.pos,
+                    message: "is required: a short name for this fault, e.g. `pause-worker`".into(),
+                });
             }
             (kind, name)
         }
     };
     let dur = |key: &str, errors: &mut Vec<SpecError>| -> Option<HumanDuration> {
-        node.get(key).and_then(|n| from_node::<Option<HumanDuration>>(n, &path.key(key)).map_err(|e| errors.push(e)).ok().flatten())
+        node.get(key).and_then(|n| {
+            from_node::<Option<HumanDuration>>(n, &path.key(key))
+                .map_err(|e| errors.push(e))
+                .ok()
+                .flatten()
+        })
     };
     let after = dur("after", &mut errors);
     let duration = dur("duration", &mut errors);
@@ -352,9 +480,16 @@ pub fn load_fault(node: &Node, path: &FieldPath, single: Option<(&str, String)>)
     for key in ["mode", "value"] {
         if let Some(v) = node.get(key) {
             if let Value::Map(entries) = &mut rest.value {
-                if let Some((_, sel)) = entries.iter_mut().find(|(k, _)| k.as_scalar() == Some("selector")) {
+                if let Some((_, sel)) = entries
+                    .iter_mut()
+                    .find(|(k, _)| k.as_scalar() == Some("selector"))
+                {
                     if sel.get(key).is_some() {
-                        errors.push(SpecError { path: path.key(key), pos: v.pos, message: format!("{key} is given both here and in selector: keep one") });
+                        errors.push(SpecError {
+                            path: path.key(key),
+                            pos: v.pos,
+                            message: format!("{key} is given both here and in selector: keep one"),
+                        });
                     } else if let Value::Map(se) = &mut sel.value {
                         let knode = node.key_node(key).cloned().unwrap_or_else(|| v.clone());
                         se.push((knode, v.clone()));
@@ -368,15 +503,29 @@ pub fn load_fault(node: &Node, path: &FieldPath, single: Option<(&str, String)>)
         Some("StressChaos") => from_node(&rest, path).map(FaultSpec::StressChaos),
         Some("NetworkChaos") => from_node(&rest, path).map(FaultSpec::NetworkChaos),
         Some(other) => {
-            let hint = de::closest(other, FAULT_KINDS).map(|c| format!("did you mean `{c}`? ")).unwrap_or_default();
+            let hint = de::closest(other, FAULT_KINDS)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
             let pos = node.get("kind").map_or(node.pos, |n| n.pos);
-            errors.push(SpecError { path: path.key("kind"), pos, message: format!("unknown fault kind `{other}`: {hint}expected one of {}", FAULT_KINDS.join(", ")) });
+            errors.push(SpecError {
+                path: path.key("kind"),
+                pos,
+                message: format!(
+                    "unknown fault kind `{other}`: {hint}expected one of {}",
+                    FAULT_KINDS.join(", ")
+                ),
+            });
             return Err(errors);
         }
         None => return Err(errors),
     };
     match spec {
-        Ok(spec) if errors.is_empty() => Ok(FaultEntry { name: name.unwrap_or_default(), after, duration, spec }),
+        Ok(spec) if errors.is_empty() => Ok(FaultEntry {
+            name: name.unwrap_or_default(),
+            after,
+            duration,
+            spec,
+        }),
         Ok(_) => Err(errors),
         Err(e) => {
             errors.push(e);
@@ -388,7 +537,9 @@ pub fn load_fault(node: &Node, path: &FieldPath, single: Option<(&str, String)>)
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_')
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_'
+        })
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
@@ -402,23 +553,49 @@ pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
     let sp = top.key("spec");
     let mut seen = HashSet::new();
     for (i, f) in e.spec.faults.iter().enumerate() {
-        let fp = if single { sp.clone() } else { sp.key("faults").index(i) };
+        let fp = if single {
+            sp.clone()
+        } else {
+            sp.key("faults").index(i)
+        };
         if !single {
             if !valid_name(&f.name) {
-                p.add(&fp.key("name"), format!("`{}` is not a valid name: use lowercase letters, digits and `-`", f.name));
+                p.add(
+                    &fp.key("name"),
+                    format!(
+                        "`{}` is not a valid name: use lowercase letters, digits and `-`",
+                        f.name
+                    ),
+                );
             } else if !seen.insert(f.name.clone()) {
-                p.add(&fp.key("name"), format!("`{}` is used by another fault: fault names must be unique", f.name));
+                p.add(
+                    &fp.key("name"),
+                    format!(
+                        "`{}` is used by another fault: fault names must be unique",
+                        f.name
+                    ),
+                );
             }
         }
         match e.fault_duration(f) {
-            None => p.add(&fp.key("duration"), if single { "is required: how long the fault lasts, e.g. `30s`".to_string() } else { "is required here or as spec.duration: how long the fault lasts, e.g. `30s`".to_string() }),
+            None => p.add(
+                &fp.key("duration"),
+                if single {
+                    "is required: how long the fault lasts, e.g. `30s`".to_string()
+                } else {
+                    "is required here or as spec.duration: how long the fault lasts, e.g. `30s`"
+                        .to_string()
+                },
+            ),
             Some(d) if d.is_zero() => {
                 let is_kill = matches!(&f.spec, FaultSpec::ProcessChaos(pc) if pc.action == crate::process::ProcessAction::Kill);
                 if !is_kill {
                     p.add(&fp.key("duration"), "must be greater than 0");
                 }
             }
-            Some(d) if d > Duration::from_secs(7 * 24 * 3600) => p.add(&fp.key("duration"), "must be at most 7 days"),
+            Some(d) if d > Duration::from_secs(7 * 24 * 3600) => {
+                p.add(&fp.key("duration"), "must be at most 7 days")
+            }
             _ => {}
         }
         match &f.spec {

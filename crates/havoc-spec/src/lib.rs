@@ -16,6 +16,8 @@ pub mod units;
 pub mod yaml;
 
 pub use error::{SpecError, SpecErrors};
-pub use experiment::{parse_experiment, Experiment, ExperimentSpec, FaultEntry, FaultSpec, Metadata};
+pub use experiment::{
+    parse_experiment, Experiment, ExperimentSpec, FaultEntry, FaultSpec, Metadata,
+};
 pub use path::FieldPath;
 pub use selector::{Mode, Selector};

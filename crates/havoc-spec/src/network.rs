@@ -218,14 +218,20 @@ impl std::str::FromStr for Cidr {
 
 impl NetworkChaos {
     pub fn cidrs(&self) -> Vec<Cidr> {
-        self.external_targets.iter().filter_map(|s| s.parse().ok()).collect()
+        self.external_targets
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
     }
 
     pub fn validate(&self, path: &FieldPath, p: &mut Problems) {
         use NetworkAction as A;
         self.selector.validate(&path.key("selector"), true, p);
         let given = [
-            ("loss", self.loss.is_some() || self.loss_model == LossModel::GilbertElliott),
+            (
+                "loss",
+                self.loss.is_some() || self.loss_model == LossModel::GilbertElliott,
+            ),
             ("delay", self.delay.is_some()),
             ("duplicate", self.duplicate.is_some()),
             ("corrupt", self.corrupt.is_some()),
@@ -256,34 +262,61 @@ impl NetworkChaos {
             }
         }
         match (self.loss_model, &self.gilbert_elliott) {
-            (LossModel::GilbertElliott, None) => p.add(&path.key("gilbertElliott"), "is required with lossModel gilbertElliott (p, r, badLoss, goodLoss)"),
-            (LossModel::Bernoulli, Some(_)) => p.add(&path.key("gilbertElliott"), "only applies with lossModel: gilbertElliott"),
-            (LossModel::GilbertElliott, Some(_)) if self.loss.is_some() => p.add(&path.key("loss"), "give either loss (Bernoulli) or gilbertElliott, not both"),
+            (LossModel::GilbertElliott, None) => p.add(
+                &path.key("gilbertElliott"),
+                "is required with lossModel gilbertElliott (p, r, badLoss, goodLoss)",
+            ),
+            (LossModel::Bernoulli, Some(_)) => p.add(
+                &path.key("gilbertElliott"),
+                "only applies with lossModel: gilbertElliott",
+            ),
+            (LossModel::GilbertElliott, Some(_)) if self.loss.is_some() => p.add(
+                &path.key("loss"),
+                "give either loss (Bernoulli) or gilbertElliott, not both",
+            ),
             _ => {}
         }
         if let Some(ge) = &self.gilbert_elliott {
             if ge.r.0 == 0.0 && ge.p.0 > 0.0 {
-                p.add(&path.key("gilbertElliott").key("r"), "r = 0 never leaves the bad state: give r > 0");
+                p.add(
+                    &path.key("gilbertElliott").key("r"),
+                    "r = 0 never leaves the bad state: give r > 0",
+                );
             }
         }
         if let Some(d) = &self.delay {
             let dp = path.key("delay");
             if d.latency.0 > std::time::Duration::from_secs(60) {
-                p.add(&dp.key("latency"), format!("must be at most 60s, got {}", d.latency));
+                p.add(
+                    &dp.key("latency"),
+                    format!("must be at most 60s, got {}", d.latency),
+                );
             }
             if d.jitter.0 > d.latency.0 {
-                p.add(&dp.key("jitter"), format!("must not exceed latency ({}), got {}", d.latency, d.jitter));
+                p.add(
+                    &dp.key("jitter"),
+                    format!("must not exceed latency ({}), got {}", d.latency, d.jitter),
+                );
             }
             if d.latency.0.is_zero() && d.reorder.is_none() {
-                p.add(&dp.key("latency"), "must be greater than 0 (or give reorder)");
+                p.add(
+                    &dp.key("latency"),
+                    "must be greater than 0 (or give reorder)",
+                );
             }
             if d.reorder.is_some() && d.latency.0.is_zero() {
-                p.add(&dp.key("reorder"), "reordering needs latency > 0: reordered packets skip the delay");
+                p.add(
+                    &dp.key("reorder"),
+                    "reordering needs latency > 0: reordered packets skip the delay",
+                );
             }
         }
         if let Some(b) = &self.bandwidth {
             if b.rate.0 < 8_000 {
-                p.add(&path.key("bandwidth").key("rate"), format!("must be at least 8kbit, got {}", b.rate));
+                p.add(
+                    &path.key("bandwidth").key("rate"),
+                    format!("must be at least 8kbit, got {}", b.rate),
+                );
             }
         }
         if self.action == A::Bandwidth && self.direction == Direction::Both {
@@ -299,11 +332,21 @@ impl NetworkChaos {
                 p.add(&path.key("ports").index(i), "must be 1..=65535");
             }
         }
-        if !self.ports.is_empty() && self.protocols.iter().any(|p| *p == Protocol::Icmp) && self.protocols.len() == 1 {
-            p.add(&path.key("ports"), "ICMP has no ports: remove ports or add tcp/udp to protocols");
+        if !self.ports.is_empty()
+            && self.protocols.contains(&Protocol::Icmp)
+            && self.protocols.len() == 1
+        {
+            p.add(
+                &path.key("ports"),
+                "ICMP has no ports: remove ports or add tcp/udp to protocols",
+            );
         }
         if let Some(dev) = &self.device {
-            if dev.is_empty() || dev.len() > 15 || dev.contains('/') || dev.contains(char::is_whitespace) {
+            if dev.is_empty()
+                || dev.len() > 15
+                || dev.contains('/')
+                || dev.contains(char::is_whitespace)
+            {
                 p.add(&path.key("device"), format!("`{dev}` is not a valid interface name (1..=15 characters, no `/` or spaces)"));
             }
         }

@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn display_and_parse_round_trip() {
-        let p = FieldPath::root().key("spec").key("faults").index(1).key("stressors");
+        let p = FieldPath::root()
+            .key("spec")
+            .key("faults")
+            .index(1)
+            .key("stressors");
         assert_eq!(p.to_string(), "spec.faults[1].stressors");
         assert_eq!(FieldPath::parse("spec.faults[1].stressors"), p);
     }

@@ -44,22 +44,34 @@ impl ProcessChaos {
                     p.add(&path.key("signal"), "action pause always uses SIGSTOP/SIGCONT: remove signal, or use action signal");
                 }
                 if self.interval.is_some() {
-                    p.add(&path.key("interval"), "interval only applies to action signal");
+                    p.add(
+                        &path.key("interval"),
+                        "interval only applies to action signal",
+                    );
                 }
             }
             ProcessAction::Kill => {
                 if self.interval.is_some() {
-                    p.add(&path.key("interval"), "interval only applies to action signal");
+                    p.add(
+                        &path.key("interval"),
+                        "interval only applies to action signal",
+                    );
                 }
                 if let Some(s) = self.signal {
                     if s == Signal::STOP || s == Signal::CONT {
-                        p.add(&path.key("signal"), format!("{s} does not kill: use action pause"));
+                        p.add(
+                            &path.key("signal"),
+                            format!("{s} does not kill: use action pause"),
+                        );
                     }
                 }
             }
             ProcessAction::Signal => {
                 if self.signal.is_none() {
-                    p.add(&path.key("signal"), "is required with action signal (e.g. SIGUSR1)");
+                    p.add(
+                        &path.key("signal"),
+                        "is required with action signal (e.g. SIGUSR1)",
+                    );
                 }
                 if let Some(s) = self.signal {
                     if s == Signal::STOP {
@@ -68,7 +80,10 @@ impl ProcessChaos {
                 }
                 if let Some(i) = self.interval {
                     if i.0 < std::time::Duration::from_millis(10) {
-                        p.add(&path.key("interval"), format!("must be at least 10ms, got {i}"));
+                        p.add(
+                            &path.key("interval"),
+                            format!("must be at least 10ms, got {i}"),
+                        );
                     }
                 }
             }

@@ -89,14 +89,23 @@ impl Selector {
             } else {
                 "pids, processNames, cmdlineRegex, cgroups or containerIds"
             };
-            p.add(path, format!("selector is empty: give at least one of {fields}"));
+            p.add(
+                path,
+                format!("selector is empty: give at least one of {fields}"),
+            );
         }
         if !network {
             if !self.netns.is_empty() {
-                p.add(&path.key("netns"), "netns selects network namespaces and only applies to NetworkChaos");
+                p.add(
+                    &path.key("netns"),
+                    "netns selects network namespaces and only applies to NetworkChaos",
+                );
             }
             if self.host {
-                p.add(&path.key("host"), "host selects the host network namespace and only applies to NetworkChaos");
+                p.add(
+                    &path.key("host"),
+                    "host selects the host network namespace and only applies to NetworkChaos",
+                );
             }
         } else if (self.host || !self.netns.is_empty()) && self.selects_processes() {
             p.add(
@@ -106,7 +115,10 @@ impl Selector {
         }
         for (i, pid) in self.pids.iter().enumerate() {
             if *pid <= 0 {
-                p.add(&path.key("pids").index(i), format!("must be a positive process id, got {pid}"));
+                p.add(
+                    &path.key("pids").index(i),
+                    format!("must be a positive process id, got {pid}"),
+                );
             }
         }
         for (i, n) in self.process_names.iter().enumerate() {
@@ -116,13 +128,25 @@ impl Selector {
         }
         if let Some(re) = &self.cmdline_regex {
             if let Err(e) = regex::Regex::new(re) {
-                let msg = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-                p.add(&path.key("cmdlineRegex"), format!("invalid regular expression: {msg}"));
+                let msg = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .to_string();
+                p.add(
+                    &path.key("cmdlineRegex"),
+                    format!("invalid regular expression: {msg}"),
+                );
             }
         }
         for (i, c) in self.cgroups.iter().enumerate() {
             if !c.starts_with('/') {
-                p.add(&path.key("cgroups").index(i), format!("must be an absolute cgroup path starting with `/`, got `{c}`"));
+                p.add(
+                    &path.key("cgroups").index(i),
+                    format!("must be an absolute cgroup path starting with `/`, got `{c}`"),
+                );
             } else if c.split('/').any(|s| s == "..") {
                 p.add(&path.key("cgroups").index(i), "must not contain `..`");
             }
@@ -139,14 +163,26 @@ pub fn validate_mode(mode: Mode, value: Option<&str>, path: &FieldPath, p: &mut 
             p.add(&vpath, format!("value is only used with modes fixed, fixed-percent and random-max-percent, not `{}`", mode_name(mode)));
         }
         (Mode::One | Mode::All, _) => {}
-        (_, None) => p.add(&vpath, format!("is required with mode `{}`", mode_name(mode))),
+        (_, None) => p.add(
+            &vpath,
+            format!("is required with mode `{}`", mode_name(mode)),
+        ),
         (Mode::Fixed, Some(v)) => match v.trim().parse::<u32>() {
             Ok(n) if n >= 1 => {}
-            _ => p.add(&vpath, format!("must be a whole number >= 1 with mode fixed, got `{v}`")),
+            _ => p.add(
+                &vpath,
+                format!("must be a whole number >= 1 with mode fixed, got `{v}`"),
+            ),
         },
         (_, Some(v)) => match v.trim().trim_end_matches('%').parse::<u32>() {
             Ok(n) if (1..=100).contains(&n) => {}
-            _ => p.add(&vpath, format!("must be a percentage 1..=100 with mode `{}`, got `{v}`", mode_name(mode))),
+            _ => p.add(
+                &vpath,
+                format!(
+                    "must be a percentage 1..=100 with mode `{}`, got `{v}`",
+                    mode_name(mode)
+                ),
+            ),
         },
     }
 }
@@ -163,9 +199,17 @@ pub fn mode_name(mode: Mode) -> &'static str {
 
 /// Picks targets among `candidates` (which the caller sorts into a stable order) by `mode`.
 /// `value` must have passed [`validate_mode`].
-pub fn choose<T: Clone>(candidates: &[T], mode: Mode, value: Option<&str>, rng: &mut impl Rng) -> Vec<T> {
+pub fn choose<T: Clone>(
+    candidates: &[T],
+    mode: Mode,
+    value: Option<&str>,
+    rng: &mut impl Rng,
+) -> Vec<T> {
     let n = candidates.len();
-    let parse = |v: Option<&str>| v.and_then(|s| s.trim().trim_end_matches('%').parse::<usize>().ok()).unwrap_or(0);
+    let parse = |v: Option<&str>| {
+        v.and_then(|s| s.trim().trim_end_matches('%').parse::<usize>().ok())
+            .unwrap_or(0)
+    };
     let count = match mode {
         Mode::All => n,
         Mode::One => n.min(1),
@@ -214,9 +258,13 @@ mod tests {
     #[test]
     fn the_same_seed_picks_the_same_targets() {
         for seed in 0..20 {
-            assert_eq!(pick(Mode::Fixed, Some("3"), seed), pick(Mode::Fixed, Some("3"), seed));
+            assert_eq!(
+                pick(Mode::Fixed, Some("3"), seed),
+                pick(Mode::Fixed, Some("3"), seed)
+            );
         }
-        let distinct: std::collections::HashSet<_> = (0..20).map(|s| pick(Mode::One, None, s)).collect();
+        let distinct: std::collections::HashSet<_> =
+            (0..20).map(|s| pick(Mode::One, None, s)).collect();
         assert!(distinct.len() > 1, "different seeds should differ");
     }
 

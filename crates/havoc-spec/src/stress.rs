@@ -61,19 +61,30 @@ impl StressChaos {
         if let Some(cpu) = &self.stressors.cpu {
             let cp = sp.key("cpu");
             if cpu.workers == 0 || cpu.workers > MAX_WORKERS {
-                p.add(&cp.key("workers"), format!("must be 1..={MAX_WORKERS}, got {}", cpu.workers));
+                p.add(
+                    &cp.key("workers"),
+                    format!("must be 1..={MAX_WORKERS}, got {}", cpu.workers),
+                );
             }
             if cpu.load > 100 {
-                p.add(&cp.key("load"), format!("must be 0..=100, got {}", cpu.load));
+                p.add(
+                    &cp.key("load"),
+                    format!("must be 0..=100, got {}", cpu.load),
+                );
             }
         }
         if let Some(mem) = &self.stressors.memory {
             let mp = sp.key("memory");
             if mem.workers == 0 || mem.workers > MAX_WORKERS {
-                p.add(&mp.key("workers"), format!("must be 1..={MAX_WORKERS}, got {}", mem.workers));
+                p.add(
+                    &mp.key("workers"),
+                    format!("must be 1..={MAX_WORKERS}, got {}", mem.workers),
+                );
             }
             match mem.size {
-                MemorySize::Bytes(b) if b.0 == 0 => p.add(&mp.key("size"), "must be greater than zero"),
+                MemorySize::Bytes(b) if b.0 == 0 => {
+                    p.add(&mp.key("size"), "must be greater than zero")
+                }
                 MemorySize::PercentOfLimit(pc) if pc.0 <= 0.0 => {
                     p.add(&mp.key("size"), "must be greater than 0%")
                 }

@@ -110,7 +110,9 @@ impl FromStr for Percent {
         match num.parse::<f64>() {
             Ok(v) if (0.0..=100.0).contains(&v) => Ok(Percent(v)),
             Ok(v) => Err(format!("must be a percentage in 0..=100, got {v}")),
-            Err(_) => Err(format!("expected a percentage in 0..=100 such as `25` or `2.5`, got `{t}`")),
+            Err(_) => Err(format!(
+                "expected a percentage in 0..=100 such as `25` or `2.5`, got `{t}`"
+            )),
         }
     }
 }
@@ -131,7 +133,9 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let unit = unit.trim();
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -150,9 +154,9 @@ impl FromStr for ByteSize {
                 ))
             }
         };
-        let v: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid size `{t}`: expected a number with a unit, like `256MiB`"))?;
+        let v: f64 = num.parse().map_err(|_| {
+            format!("invalid size `{t}`: expected a number with a unit, like `256MiB`")
+        })?;
         Ok(ByteSize((v * mult as f64).round() as u64))
     }
 }
@@ -161,7 +165,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if b >= m && b % m == 0 {
+            if b >= m && b.is_multiple_of(m) {
                 return write!(f, "{}{unit}", b / m);
             }
         }
@@ -199,7 +203,10 @@ impl fmt::Display for MemorySize {
     }
 }
 
-text_value!(MemorySize, "a size such as `256MiB`, or a percentage of the cgroup limit such as `50%`");
+text_value!(
+    MemorySize,
+    "a size such as `256MiB`, or a percentage of the cgroup limit such as `50%`"
+);
 
 /// A POSIX signal, by name (`SIGTERM`, `TERM`) or number (`15`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -270,7 +277,11 @@ impl FromStr for Signal {
             };
         }
         let upper = t.to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
         SIGNALS.iter().find(|(name, _)| *name == full).map(|(_, n)| Signal(*n)).ok_or_else(|| {
             let names: Vec<&str> = SIGNALS.iter().map(|(s, _)| *s).collect();
             let hint = crate::de::closest(&full, &names).map(|c| format!(" (did you mean {c}?)")).unwrap_or_default();
@@ -295,7 +306,9 @@ impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let v: f64 = num.parse().map_err(|_| {
             format!("invalid rate `{t}`: expected a number with a unit, like `10mbps` or `1gbit`")
@@ -327,11 +340,11 @@ impl FromStr for Rate {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b % 1_000_000_000 == 0 {
+        if b.is_multiple_of(1_000_000_000) {
             write!(f, "{}gbit", b / 1_000_000_000)
-        } else if b % 1_000_000 == 0 {
+        } else if b.is_multiple_of(1_000_000) {
             write!(f, "{}mbit", b / 1_000_000)
-        } else if b % 1000 == 0 {
+        } else if b.is_multiple_of(1000) {
             write!(f, "{}kbit", b / 1000)
         } else {
             write!(f, "{b}bit")
@@ -347,9 +360,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!("1m30s".parse::<HumanDuration>().expect("ok").0, Duration::from_secs(90));
-        assert_eq!("150ms".parse::<HumanDuration>().expect("ok").0, Duration::from_millis(150));
-        assert!("30".parse::<HumanDuration>().expect_err("no unit").contains("no unit"));
+        assert_eq!(
+            "1m30s".parse::<HumanDuration>().expect("ok").0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            "150ms".parse::<HumanDuration>().expect("ok").0,
+            Duration::from_millis(150)
+        );
+        assert!("30"
+            .parse::<HumanDuration>()
+            .expect_err("no unit")
+            .contains("no unit"));
         assert!("5x".parse::<HumanDuration>().is_err());
     }
 
@@ -357,7 +379,9 @@ mod tests {
     fn sizes() {
         assert_eq!("256MiB".parse::<ByteSize>().expect("ok").0, 256 << 20);
         assert_eq!("1GB".parse::<ByteSize>().expect("ok").0, 1_000_000_000);
-        assert!(matches!("50%".parse::<MemorySize>(), Ok(MemorySize::PercentOfLimit(p)) if p.0 == 50.0));
+        assert!(
+            matches!("50%".parse::<MemorySize>(), Ok(MemorySize::PercentOfLimit(p)) if p.0 == 50.0)
+        );
         assert!("12 parsecs".parse::<ByteSize>().is_err());
     }
 
@@ -366,7 +390,10 @@ mod tests {
         assert_eq!("SIGTERM".parse::<Signal>().expect("ok"), Signal::TERM);
         assert_eq!("kill".parse::<Signal>().expect("ok"), Signal::KILL);
         assert_eq!("9".parse::<Signal>().expect("ok"), Signal::KILL);
-        assert!("SIGTREM".parse::<Signal>().expect_err("typo").contains("did you mean SIGTERM"));
+        assert!("SIGTREM"
+            .parse::<Signal>()
+            .expect_err("typo")
+            .contains("did you mean SIGTERM"));
     }
 
     #[test]

@@ -26,7 +26,10 @@ impl fmt::Display for Pos {
 
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
-        Pos { line: m.line(), col: m.col() + 1 }
+        Pos {
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 }
 
@@ -42,7 +45,10 @@ pub enum Value {
     /// `~`, `null`, or nothing at all.
     Null,
     /// A scalar, with whether it was quoted (a quoted scalar is always a string).
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Keys are kept in source order.
     Map(Vec<(Node, Node)>),
@@ -190,12 +196,12 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
-                let value = if !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
-                {
-                    Value::Null
-                } else {
-                    Value::Scalar { text, quoted }
-                };
+                let value =
+                    if !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
+                        Value::Null
+                    } else {
+                        Value::Scalar { text, quoted }
+                    };
                 let node = Node::new(pos, value);
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
@@ -203,11 +209,13 @@ impl MarkedEventReceiver for Builder {
                 self.push_value(node);
             }
             Event::SequenceStart(anchor, _) => {
-                self.stack.push((Node::new(pos, Value::Seq(Vec::new())), anchor));
+                self.stack
+                    .push((Node::new(pos, Value::Seq(Vec::new())), anchor));
                 self.keys.push(None);
             }
             Event::MappingStart(anchor, _) => {
-                self.stack.push((Node::new(pos, Value::Map(Vec::new())), anchor));
+                self.stack
+                    .push((Node::new(pos, Value::Map(Vec::new())), anchor));
                 self.keys.push(None);
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -230,7 +238,10 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(n) => Node { pos, value: n.value.clone() },
+                    Some(n) => Node {
+                        pos,
+                        value: n.value.clone(),
+                    },
                     None => Node::new(pos, Value::Null),
                 };
                 self.push_value(node);
@@ -254,10 +265,21 @@ mod tests {
         let root = &docs[0];
         let c = root.get("b").and_then(|b| b.get("c")).expect("c");
         assert_eq!(c.pos, Pos { line: 3, col: 6 });
-        let Value::Seq(items) = &c.value else { panic!("seq") };
+        let Value::Seq(items) = &c.value else {
+            panic!("seq")
+        };
         assert_eq!(items[1].pos, Pos { line: 3, col: 10 });
-        assert_eq!(items[1].value, Value::Scalar { text: "y".into(), quoted: true });
-        assert_eq!(root.key_node("b").expect("key").pos, Pos { line: 2, col: 1 });
+        assert_eq!(
+            items[1].value,
+            Value::Scalar {
+                text: "y".into(),
+                quoted: true
+            }
+        );
+        assert_eq!(
+            root.key_node("b").expect("key").pos,
+            Pos { line: 2, col: 1 }
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ fn errors(faults: &str) -> Vec<String> {
 
 fn assert_error(faults: &str, expected: &str) {
     let errs = errors(faults);
-    assert!(errs.iter().any(|e| e == expected), "expected `{expected}` among:\n{}", errs.join("\n"));
+    assert!(
+        errs.iter().any(|e| e == expected),
+        "expected `{expected}` among:\n{}",
+        errs.join("\n")
+    );
 }
 
 const STRESS_OK: &str = "    - name: burn\n      kind: StressChaos\n      selector: { pids: [42] }\n      stressors:\n        cpu: { workers: 2, load: 60 }\n";
@@ -47,7 +51,12 @@ fn unknown_field_is_an_error_with_a_suggestion() {
 #[test]
 fn unsupported_chaos_mesh_field_is_named_not_dropped() {
     let errs = errors("    - name: burn\n      kind: StressChaos\n      selector: { pids: [42] }\n      stressors:\n        cpu: { workers: 1, load: 10 }\n      stressngStressors: \"--cpu 1\"\n");
-    assert!(errs.iter().any(|e| e.starts_with("x.yaml:12:7: spec.faults[0].stressngStressors: unknown field `stressngStressors`")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "x.yaml:12:7: spec.faults[0].stressngStressors: unknown field `stressngStressors`"
+        )),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -137,7 +146,10 @@ fn missing_required_fields_are_reported_where_they_belong() {
 fn duplicate_names_and_missing_durations() {
     let src = "apiVersion: havoc.dev/v1alpha1\nkind: Experiment\nmetadata: { name: t }\nspec:\n  faults:\n    - name: a\n      kind: ProcessChaos\n      action: pause\n      selector: { pids: [42] }\n    - name: a\n      kind: ProcessChaos\n      action: pause\n      duration: 1s\n      selector: { pids: [43] }\n";
     let errs = parse_experiment(src).expect_err("invalid").render("y.yaml");
-    assert!(errs.contains("y.yaml:6:7: spec.faults[0].duration: is required here or as spec.duration"), "{errs}");
+    assert!(
+        errs.contains("y.yaml:6:7: spec.faults[0].duration: is required here or as spec.duration"),
+        "{errs}"
+    );
     assert!(errs.contains("y.yaml:10:13: spec.faults[1].name: `a` is used by another fault: fault names must be unique"), "{errs}");
 }
 
@@ -152,10 +164,17 @@ fn several_problems_are_all_reported_in_order() {
 
 #[test]
 fn document_level_errors() {
-    let e = parse_experiment("apiVersion: v1\nkind: Pod\nmetadata: { name: x }\nspec: {}\n").expect_err("invalid").render("z.yaml");
-    assert!(e.contains("z.yaml:1:13: apiVersion: unsupported apiVersion `v1`"), "{e}");
+    let e = parse_experiment("apiVersion: v1\nkind: Pod\nmetadata: { name: x }\nspec: {}\n")
+        .expect_err("invalid")
+        .render("z.yaml");
+    assert!(
+        e.contains("z.yaml:1:13: apiVersion: unsupported apiVersion `v1`"),
+        "{e}"
+    );
     assert!(e.contains("z.yaml:2:7: kind: unknown kind `Pod`"), "{e}");
-    let e = parse_experiment("a: [1, 2\n").expect_err("yaml").render("z.yaml");
+    let e = parse_experiment("a: [1, 2\n")
+        .expect_err("yaml")
+        .render("z.yaml");
     assert!(e.starts_with("z.yaml:"), "{e}");
     assert!(e.contains("invalid YAML"), "{e}");
     let e = parse_experiment("").expect_err("empty").render("z.yaml");
@@ -168,10 +187,20 @@ fn single_fault_manifest_is_an_experiment_of_one_fault() {
     let e = parse_experiment(src).expect("valid");
     assert_eq!(e.spec.faults.len(), 1);
     assert_eq!(e.spec.faults[0].name, "burn");
-    assert_eq!(e.fault_duration(&e.spec.faults[0]), Some(std::time::Duration::from_secs(30)));
-    let bad = src.replace("load", "x").replace("size: 256MiB", "size: 256 parsecs");
-    let errs = parse_experiment(&bad).expect_err("invalid").render("s.yaml");
-    assert!(errs.contains("s.yaml:8:33: spec.stressors.memory.size: invalid size `256 parsecs`"), "{errs}");
+    assert_eq!(
+        e.fault_duration(&e.spec.faults[0]),
+        Some(std::time::Duration::from_secs(30))
+    );
+    let bad = src
+        .replace("load", "x")
+        .replace("size: 256MiB", "size: 256 parsecs");
+    let errs = parse_experiment(&bad)
+        .expect_err("invalid")
+        .render("s.yaml");
+    assert!(
+        errs.contains("s.yaml:8:33: spec.stressors.memory.size: invalid size `256 parsecs`"),
+        "{errs}"
+    );
 }
 
 mod fuzz {
@@ -179,11 +208,32 @@ mod fuzz {
 
     fn yamlish() -> impl Strategy<Value = String> {
         let atoms = prop::sample::select(vec![
-            "apiVersion: havoc.dev/v1alpha1\n", "kind: Experiment\n", "kind: StressChaos\n", "metadata: { name: x }\n",
-            "spec:\n", "  faults:\n", "    - name: a\n", "      kind: ProcessChaos\n", "      action: pause\n",
-            "      selector: { pids: [1] }\n", "  duration: 5s\n", "  selector: {}\n", "    - [\n", "&a x: *a\n", "]]\n",
-            "  stressors: { cpu: { workers: 1 } }\n", ": : :\n", "\t\n", "- - -\n", "'unterminated\n", "{ a: b\n", "  seed: -1\n",
-            "      after: 1e99s\n", "      duration: 18446744073709551616s\n", "  mode: fixed\n  value: \"x\"\n", "\"\\u\n",
+            "apiVersion: havoc.dev/v1alpha1\n",
+            "kind: Experiment\n",
+            "kind: StressChaos\n",
+            "metadata: { name: x }\n",
+            "spec:\n",
+            "  faults:\n",
+            "    - name: a\n",
+            "      kind: ProcessChaos\n",
+            "      action: pause\n",
+            "      selector: { pids: [1] }\n",
+            "  duration: 5s\n",
+            "  selector: {}\n",
+            "    - [\n",
+            "&a x: *a\n",
+            "]]\n",
+            "  stressors: { cpu: { workers: 1 } }\n",
+            ": : :\n",
+            "\t\n",
+            "- - -\n",
+            "'unterminated\n",
+            "{ a: b\n",
+            "  seed: -1\n",
+            "      after: 1e99s\n",
+            "      duration: 18446744073709551616s\n",
+            "  mode: fixed\n  value: \"x\"\n",
+            "\"\\u\n",
         ]);
         prop::collection::vec(atoms, 0..24).prop_map(|v| v.concat())
     }

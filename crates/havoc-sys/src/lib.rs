@@ -19,7 +19,10 @@ pub struct SysError {
 
 impl SysError {
     pub fn new(call: &'static str, source: impl Into<std::io::Error>) -> Self {
-        Self { call, source: source.into() }
+        Self {
+            call,
+            source: source.into(),
+        }
     }
 
     /// The raw errno, when the cause carries one.

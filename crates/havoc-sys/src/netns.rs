@@ -66,7 +66,10 @@ impl NetNs {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&self.path)
             .map(|m| m.ino())
-            .map_err(|source| NetNsError::Open { path: self.path.clone(), source })
+            .map_err(|source| NetNsError::Open {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Runs `f` on a dedicated thread that has entered this namespace, and returns its result.
@@ -75,8 +78,10 @@ impl NetNs {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        let file = File::open(&self.path)
-            .map_err(|source| NetNsError::Open { path: self.path.clone(), source })?;
+        let file = File::open(&self.path).map_err(|source| NetNsError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
         std::thread::scope(|scope| {
             let handle = scope.spawn(move || -> Result<T, NetNsError> {
                 rustix::thread::move_into_link_name_space(
@@ -89,7 +94,9 @@ impl NetNs {
                 })?;
                 Ok(f())
             });
-            handle.join().map_err(|_| NetNsError::Panicked { path: self.path.clone() })?
+            handle.join().map_err(|_| NetNsError::Panicked {
+                path: self.path.clone(),
+            })?
         })
     }
 }

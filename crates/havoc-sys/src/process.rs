@@ -27,9 +27,9 @@ pub fn pid_exists(pid: i32) -> bool {
 /// took effect. Spawn from a thread that lives as long as the child should.
 pub fn die_with_parent(cmd: &mut Command, signo: i32) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls the async-signal-safe
-    // functions getpid-free `prctl`, `getppid` and `_exit`; it allocates nothing.
     let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only calls the async-signal-safe
+    // functions `prctl`, `getppid` and `_exit`; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, signo as libc::c_ulong, 0, 0, 0) != 0 {
@@ -66,7 +66,10 @@ pub fn set_parent_death_signal(signo: i32) -> Result<(), SysError> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(SysError::new("prctl(PR_SET_PDEATHSIG)", std::io::Error::last_os_error()))
+        Err(SysError::new(
+            "prctl(PR_SET_PDEATHSIG)",
+            std::io::Error::last_os_error(),
+        ))
     }
 }
 

@@ -49,14 +49,20 @@ enum Command {
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let code = match cli.command {
         Command::Run(args) => cmd::run::run(args, &cli.state_dir, started),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Recover(args) => cmd::recover::run(args, &cli.state_dir),
         Command::Demo(args) => cmd::demo::run(args, &cli.state_dir, started),
-        Command::Watchdog { journal } => return ExitCode::from(havoc_engine::watchdog::watchdog_main(journal) as u8),
+        Command::Watchdog { journal } => {
+            return ExitCode::from(havoc_engine::watchdog::watchdog_main(journal) as u8)
+        }
         Command::StressWorker { args } => match havoc_faults::stress::parse_worker_args(&args) {
             Ok((task, deadline)) => {
                 havoc_faults::stress::worker_main(task, deadline);

@@ -15,7 +15,11 @@ pub struct Display {
 
 impl Display {
     pub fn new(plan: &Plan) -> Self {
-        let states = plan.faults.iter().map(|f| (f.entry.name.clone(), "pending".to_string())).collect();
+        let states = plan
+            .faults
+            .iter()
+            .map(|f| (f.entry.name.clone(), "pending".to_string()))
+            .collect();
         let bar = std::io::stderr().is_terminal().then(|| {
             let len = plan.length().as_millis().max(1) as u64;
             let bar = ProgressBar::new(len);
@@ -38,7 +42,11 @@ impl Display {
     }
 
     fn faults_line(&self) -> String {
-        self.states.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(" | ")
+        self.states
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     pub fn finish(&self) {
@@ -51,21 +59,42 @@ impl Display {
 impl Observer for Display {
     fn event(&mut self, ev: Event<'_>) {
         match ev {
-            Event::Started { run_id, length } => self.line(format!("havoc: run {run_id} started, chaos phase {:.1}s", length.as_secs_f64())),
-            Event::Injected { fault, target, effect } => {
+            Event::Started { run_id, length } => self.line(format!(
+                "havoc: run {run_id} started, chaos phase {:.1}s",
+                length.as_secs_f64()
+            )),
+            Event::Injected {
+                fault,
+                target,
+                effect,
+            } => {
                 self.states.insert(fault.to_string(), "active".into());
                 self.line(format!("havoc: {fault}: injected into {target} {effect}"));
             }
-            Event::Recovered { fault, target, effect } => {
+            Event::Recovered {
+                fault,
+                target,
+                effect,
+            } => {
                 self.states.insert(fault.to_string(), "recovered".into());
                 self.line(format!("havoc: {fault}: recovered {target}: {effect}"));
             }
-            Event::Failed { fault, target, error } => {
+            Event::Failed {
+                fault,
+                target,
+                error,
+            } => {
                 self.states.insert(fault.to_string(), "failed".into());
                 self.line(format!("havoc: {fault}: {target}: {error}"));
             }
-            Event::Stopping { reason } => self.line(format!("havoc: stopping: {reason}; recovering everything")),
-            Event::Tick { elapsed, length, active } => {
+            Event::Stopping { reason } => {
+                self.line(format!("havoc: stopping: {reason}; recovering everything"))
+            }
+            Event::Tick {
+                elapsed,
+                length,
+                active,
+            } => {
                 if let Some(b) = &self.bar {
                     b.set_position(elapsed.as_millis() as u64);
                     b.set_prefix(format!("chaos {active} active"));

@@ -19,15 +19,22 @@ fn pause_stops_the_target_during_the_fault_and_resumes_it_after() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Reaped::sleeper();
-    let file = write(dir.path(), "pause.yaml", &pause_experiment(target.pid(), "2s"));
-    let mut child = std::process::Command::new(havoc())
+    let file = write(
+        dir.path(),
+        "pause.yaml",
+        &pause_experiment(target.pid(), "2s"),
+    );
+    let child = std::process::Command::new(havoc())
         .args(["run", file.to_str().expect("utf8"), "--output", "json"])
         .env("HAVOC_STATE_DIR", dir.path().join("state"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn havoc run");
-    assert!(wait_until(Duration::from_secs(5), || state(target.pid()) == Some('T')), "target is stopped (T) during the fault");
+    assert!(
+        wait_until(Duration::from_secs(5), || state(target.pid()) == Some('T')),
+        "target is stopped (T) during the fault"
+    );
     let out = child.wait_with_output().expect("havoc run finishes");
     assert!(out.status.success(), "havoc run exits 0");
     let st = state(target.pid()).expect("target alive");
@@ -35,15 +42,25 @@ fn pause_stops_the_target_during_the_fault_and_resumes_it_after() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["verdict"], "completed");
     let t = &report["faults"][0]["targets"][0];
-    let paused = t["effect"]["metrics"]["paused_seconds"].as_f64().expect("paused_seconds");
-    assert!((1.9..=2.5).contains(&paused), "paused about 2 s, got {paused}");
-    assert_eq!(t["effect"]["metrics"]["signals_delivered"].as_f64(), Some(2.0), "SIGSTOP + SIGCONT");
+    let paused = t["effect"]["metrics"]["paused_seconds"]
+        .as_f64()
+        .expect("paused_seconds");
+    assert!(
+        (1.9..=2.5).contains(&paused),
+        "paused about 2 s, got {paused}"
+    );
+    assert_eq!(
+        t["effect"]["metrics"]["signals_delivered"].as_f64(),
+        Some(2.0),
+        "SIGSTOP + SIGCONT"
+    );
     assert!(report["allRecovered"].as_bool().expect("bool"));
 }
 
 #[test]
 fn kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers() {
-    if !root_or_skip("kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers") {
+    if !root_or_skip("kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers")
+    {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -63,17 +80,42 @@ fn kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers()
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
-    assert!(wait_until(Duration::from_secs(10), || state(pid) == Some('T') && workers_with(marker).len() == 3), "target paused and 3 workers running");
+    assert!(
+        wait_until(Duration::from_secs(10), || state(pid) == Some('T')
+            && workers_with(marker).len() == 3),
+        "target paused and 3 workers running"
+    );
     let killed_at = Instant::now();
     child.0.kill().expect("SIGKILL havoc run");
     child.0.wait().expect("reap havoc run");
-    assert!(wait_until(Duration::from_secs(2), || state(pid).is_some_and(|s| s != 'T')), "target running again within 2 s of SIGKILL");
-    assert!(wait_until(Duration::from_secs(2), || workers_with(marker).is_empty()), "no stress worker survives");
-    eprintln!("target resumed and workers gone {:?} after SIGKILL", killed_at.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(2), || state(pid)
+            .is_some_and(|s| s != 'T')),
+        "target running again within 2 s of SIGKILL"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || workers_with(marker).is_empty()),
+        "no stress worker survives"
+    );
+    eprintln!(
+        "target resumed and workers gone {:?} after SIGKILL",
+        killed_at.elapsed()
+    );
     // The watchdog replayed and removed the journal.
-    assert!(wait_until(Duration::from_secs(2), || std::fs::read_dir(state_dir.join("runs")).map(|d| d.count() == 0).unwrap_or(true)), "journal replayed and removed");
+    assert!(
+        wait_until(Duration::from_secs(2), || std::fs::read_dir(
+            state_dir.join("runs")
+        )
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)),
+        "journal replayed and removed"
+    );
     let out = run_havoc(&state_dir, &["recover"]);
-    assert!(out.status.success(), "recover finds nothing left: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "recover finds nothing left: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn stress_experiment(pid: i32, stressors: &str, duration: &str) -> String {
@@ -84,8 +126,15 @@ fn stress_experiment(pid: i32, stressors: &str, duration: &str) -> String {
 
 fn run_json(dir: &std::path::Path, exp: &str) -> serde_json::Value {
     let file = write(dir, "exp.yaml", exp);
-    let out = run_havoc(&dir.join("state"), &["run", file.to_str().expect("utf8"), "--output", "json"]);
-    assert!(out.status.success(), "havoc run succeeds: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run_havoc(
+        &dir.join("state"),
+        &["run", file.to_str().expect("utf8"), "--output", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "havoc run succeeds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("json report")
 }
 
@@ -97,10 +146,20 @@ fn cpu_load_fifty_percent_is_within_five_points() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Reaped::sleeper();
     // Measured from the workers' own CPU time (utime+stime in /proc) over 10 s. Tolerance: ±5 points.
-    let r = run_json(dir.path(), &stress_experiment(target.pid(), "        cpu: { workers: 1, load: 50 }\n", "10s"));
+    let r = run_json(
+        dir.path(),
+        &stress_experiment(
+            target.pid(),
+            "        cpu: { workers: 1, load: 50 }\n",
+            "10s",
+        ),
+    );
     let m = &r["faults"][0]["targets"][0]["effect"]["metrics"];
     let load = m["cpu_load_percent_per_worker"].as_f64().expect("load");
-    assert!((45.0..=55.0).contains(&load), "cpu load 50 % ± 5, got {load:.2}");
+    assert!(
+        (45.0..=55.0).contains(&load),
+        "cpu load 50 % ± 5, got {load:.2}"
+    );
 }
 
 #[test]
@@ -111,7 +170,14 @@ fn memory_held_is_within_two_percent_of_the_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Reaped::sleeper();
     // Measured from the workers' RSS above their baseline. Tolerance: ±2 %.
-    let r = run_json(dir.path(), &stress_experiment(target.pid(), "        memory: { workers: 2, size: 256MiB }\n", "3s"));
+    let r = run_json(
+        dir.path(),
+        &stress_experiment(
+            target.pid(),
+            "        memory: { workers: 2, size: 256MiB }\n",
+            "3s",
+        ),
+    );
     let m = &r["faults"][0]["targets"][0]["effect"]["metrics"];
     let held = m["bytes_held"].as_f64().expect("bytes_held");
     let want = 256.0 * 1024.0 * 1024.0;
@@ -125,21 +191,50 @@ fn stress_workers_join_the_targets_cgroup_and_its_limit_applies() {
     }
     let cg = common_cgroup::MemCgroup::create(64 << 20);
     let Some(cg) = cg else {
-        eprintln!("SKIPPED: no writable memory cgroup hierarchy (v1 memory or v2 with memory controller)");
+        eprintln!(
+            "SKIPPED: no writable memory cgroup hierarchy (v1 memory or v2 with memory controller)"
+        );
         return;
     };
     let target = Reaped::sleeper();
     cg.add(target.pid());
     let dir = tempfile::tempdir().expect("tempdir");
     // 50 % of a 64 MiB limit: 32 MiB, within the limit.
-    let r = run_json(dir.path(), &stress_experiment(target.pid(), "        memory: { workers: 1, size: \"50%\" }\n", "2s"));
+    let r = run_json(
+        dir.path(),
+        &stress_experiment(
+            target.pid(),
+            "        memory: { workers: 1, size: \"50%\" }\n",
+            "2s",
+        ),
+    );
     let m = &r["faults"][0]["targets"][0]["effect"]["metrics"];
-    assert_eq!(m["bytes_requested"].as_f64(), Some((32u64 << 20) as f64), "50% of the cgroup limit");
-    assert!(cg.peak_usage() >= 30 << 20, "the worker's memory was charged to the target's cgroup");
+    assert_eq!(
+        m["bytes_requested"].as_f64(),
+        Some((32u64 << 20) as f64),
+        "50% of the cgroup limit"
+    );
+    assert!(
+        cg.peak_usage() >= 30 << 20,
+        "the worker's memory was charged to the target's cgroup"
+    );
     // 200 MiB in a 64 MiB cgroup: the limit applies, the worker is OOM-killed and the report says so.
-    let r = run_json(dir.path(), &stress_experiment(target.pid(), "        memory: { workers: 1, size: 200MiB }\n", "2s"));
-    let summary = r["faults"][0]["targets"][0]["effect"]["summary"].as_str().expect("summary").to_string();
-    assert!(summary.contains("OOM") || summary.contains("SIGKILL"), "worker killed by the cgroup limit: {summary}");
+    let r = run_json(
+        dir.path(),
+        &stress_experiment(
+            target.pid(),
+            "        memory: { workers: 1, size: 200MiB }\n",
+            "2s",
+        ),
+    );
+    let summary = r["faults"][0]["targets"][0]["effect"]["summary"]
+        .as_str()
+        .expect("summary")
+        .to_string();
+    assert!(
+        summary.contains("OOM") || summary.contains("SIGKILL"),
+        "worker killed by the cgroup limit: {summary}"
+    );
 }
 
 mod common_cgroup {
@@ -157,13 +252,19 @@ mod common_cgroup {
             let v1 = PathBuf::from("/sys/fs/cgroup/memory");
             let (dir, v2) = if v1.join("memory.limit_in_bytes").exists() {
                 (v1.join(&name), false)
-            } else if std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok_and(|c| c.contains("memory")) {
+            } else if std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+                .is_ok_and(|c| c.contains("memory"))
+            {
                 (PathBuf::from("/sys/fs/cgroup").join(&name), true)
             } else {
                 return None;
             };
             std::fs::create_dir(&dir).ok()?;
-            let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+            let file = if v2 {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            };
             std::fs::write(dir.join(file), limit.to_string()).ok()?;
             Some(MemCgroup { dir, v2 })
         }
@@ -173,13 +274,23 @@ mod common_cgroup {
         }
 
         pub fn peak_usage(&self) -> u64 {
-            let f = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
-            std::fs::read_to_string(self.dir.join(f)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+            let f = if self.v2 {
+                "memory.peak"
+            } else {
+                "memory.max_usage_in_bytes"
+            };
+            std::fs::read_to_string(self.dir.join(f))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
         }
     }
 
     fn rand_suffix() -> u32 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
     }
 
     impl Drop for MemCgroup {
@@ -203,12 +314,24 @@ mod common_cgroup {
 #[test]
 fn a_missing_target_exits_3_and_injects_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(dir.path(), "missing.yaml", &pause_experiment(i32::MAX - 3, "1s"));
-    let out = run_havoc(&dir.path().join("state"), &["run", file.to_str().expect("utf8")]);
+    let file = write(
+        dir.path(),
+        "missing.yaml",
+        &pause_experiment(i32::MAX - 3, "1s"),
+    );
+    let out = run_havoc(
+        &dir.path().join("state"),
+        &["run", file.to_str().expect("utf8")],
+    );
     if !root_or_skip("a_missing_target_exits_3_and_injects_nothing") {
         return;
     }
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was injected"));
 }
 
@@ -219,25 +342,49 @@ fn protected_targets_are_refused() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write(dir.path(), "pid1.yaml", &pause_experiment(1, "1s"));
-    let out = run_havoc(&dir.path().join("state"), &["run", file.to_str().expect("utf8")]);
+    let out = run_havoc(
+        &dir.path().join("state"),
+        &["run", file.to_str().expect("utf8")],
+    );
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PID 1"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PID 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Kernel threads (kthreadd is pid 2) are refused too.
     let file = write(dir.path(), "pid2.yaml", &pause_experiment(2, "1s"));
-    let out = run_havoc(&dir.path().join("state"), &["run", file.to_str().expect("utf8")]);
+    let out = run_havoc(
+        &dir.path().join("state"),
+        &["run", file.to_str().expect("utf8")],
+    );
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel thread"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kernel thread"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn dry_run_touches_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Reaped::sleeper();
-    let file = write(dir.path(), "dry.yaml", &pause_experiment(target.pid(), "5s"));
-    let out = run_havoc(&dir.path().join("state"), &["run", "--dry-run", file.to_str().expect("utf8")]);
+    let file = write(
+        dir.path(),
+        "dry.yaml",
+        &pause_experiment(target.pid(), "5s"),
+    );
+    let out = run_havoc(
+        &dir.path().join("state"),
+        &["run", "--dry-run", file.to_str().expect("utf8")],
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("pid {}", target.pid())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("pid {}", target.pid())),
+        "{stdout}"
+    );
     assert!(stdout.contains("nothing was injected"));
     assert_ne!(state(target.pid()), Some('T'));
     assert!(!dir.path().join("state").exists(), "no journal written");
@@ -250,7 +397,11 @@ fn sigterm_of_havoc_run_recovers_before_exit() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Reaped::sleeper();
-    let file = write(dir.path(), "term.yaml", &pause_experiment(target.pid(), "60s"));
+    let file = write(
+        dir.path(),
+        "term.yaml",
+        &pause_experiment(target.pid(), "60s"),
+    );
     let child = std::process::Command::new(havoc())
         .args(["run", file.to_str().expect("utf8"), "--output", "json"])
         .env("HAVOC_STATE_DIR", dir.path().join("state"))
@@ -259,12 +410,20 @@ fn sigterm_of_havoc_run_recovers_before_exit() {
         .spawn()
         .expect("spawn");
     assert!(wait_until(Duration::from_secs(5), || state(target.pid()) == Some('T')));
-    for sig in ["-TERM"] {
-        std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
+    {
+        let sig = "-TERM";
+        std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
     }
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "interrupted exit code");
-    assert_ne!(state(target.pid()), Some('T'), "resumed before havoc exited");
+    assert_ne!(
+        state(target.pid()),
+        Some('T'),
+        "resumed before havoc exited"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["verdict"], "interrupted");
     assert_eq!(report["allRecovered"], true);

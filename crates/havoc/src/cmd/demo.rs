@@ -20,14 +20,26 @@ pub const DEMO_EXPERIMENT: &str = include_str!("../../../../examples/demo.yaml")
 pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8> {
     let exe = std::env::current_exe().context("cannot find the havoc executable")?;
     let mut cmd = Command::new(&exe);
-    cmd.arg("__demo-target").stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.arg("__demo-target")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     havoc_sys::process::die_with_parent(&mut cmd, 9);
     let mut target = cmd.spawn().context("cannot start the demo target")?;
     std::thread::sleep(Duration::from_millis(100));
     let text = DEMO_EXPERIMENT.replace("__TARGET_PID__", &target.id().to_string());
-    let exp = havoc_spec::parse_experiment(&text).map_err(|e| anyhow::anyhow!("bundled demo experiment is invalid:\n{}", e.render("demo.yaml")))?;
-    eprintln!("havoc demo: target process pid {} started; running experiment `{}`", target.id(), exp.metadata.name);
-    let code = super::run::run_experiment(exp, None, false, args.output == "json", state_dir, started);
+    let exp = havoc_spec::parse_experiment(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "bundled demo experiment is invalid:\n{}",
+            e.render("demo.yaml")
+        )
+    })?;
+    eprintln!(
+        "havoc demo: target process pid {} started; running experiment `{}`",
+        target.id(),
+        exp.metadata.name
+    );
+    let code =
+        super::run::run_experiment(exp, None, false, args.output == "json", state_dir, started);
     let _ = target.kill();
     let _ = target.wait();
     code

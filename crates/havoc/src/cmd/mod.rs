@@ -20,7 +20,8 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Reads and validates an experiment file; on problems prints them as `FILE:LINE:COL: ...` and
 /// returns the exit code to use.
 pub fn load_experiment(path: &Path) -> Result<Result<Experiment, u8>, anyhow::Error> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(match havoc_spec::parse_experiment(&text) {
         Ok(e) => Ok(e),
         Err(errs) => {
@@ -54,6 +55,11 @@ pub fn is_root() -> bool {
 fn rustix_uid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).and_then(|u| u.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|u| u.parse().ok())
+        })
         .unwrap_or(u32::MAX)
 }

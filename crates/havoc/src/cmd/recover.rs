@@ -4,9 +4,15 @@
 pub struct Args {}
 
 pub fn run(_args: Args, state_dir: &std::path::Path) -> anyhow::Result<u8> {
-    let live: Vec<_> = havoc_engine::journal::list(state_dir)?.into_iter().filter(|f| f.owner_alive()).collect();
+    let live: Vec<_> = havoc_engine::journal::list(state_dir)?
+        .into_iter()
+        .filter(|f| f.owner_alive())
+        .collect();
     for f in &live {
-        eprintln!("havoc: run {} is still active (pid {}): left alone; stop it with Ctrl-C or SIGTERM", f.data.run_id, f.data.owner_pid);
+        eprintln!(
+            "havoc: run {} is still active (pid {}): left alone; stop it with Ctrl-C or SIGTERM",
+            f.data.run_id, f.data.owner_pid
+        );
     }
     let ok = super::recover_stale(state_dir)?;
     if ok {

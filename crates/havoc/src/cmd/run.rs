@@ -28,10 +28,24 @@ pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8>
         Ok(e) => e,
         Err(code) => return Ok(code),
     };
-    run_experiment(exp, args.seed, args.dry_run, args.output == "json", state_dir, started)
+    run_experiment(
+        exp,
+        args.seed,
+        args.dry_run,
+        args.output == "json",
+        state_dir,
+        started,
+    )
 }
 
-pub fn run_experiment(exp: Experiment, seed: Option<u64>, dry_run: bool, json: bool, state_dir: &Path, started: Instant) -> anyhow::Result<u8> {
+pub fn run_experiment(
+    exp: Experiment,
+    seed: Option<u64>,
+    dry_run: bool,
+    json: bool,
+    state_dir: &Path,
+    started: Instant,
+) -> anyhow::Result<u8> {
     if !dry_run && !super::is_root() {
         anyhow::bail!("havoc run needs root (it signals other users' processes and changes cgroups and network settings): use sudo, or --dry-run to only see the plan");
     }
@@ -43,7 +57,10 @@ pub fn run_experiment(exp: Experiment, seed: Option<u64>, dry_run: bool, json: b
     let plan = match havoc_engine::plan(&exp, seed, &protect) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("havoc: {} (nothing was injected)", havoc_engine::error_chain(&e));
+            eprintln!(
+                "havoc: {} (nothing was injected)",
+                havoc_engine::error_chain(&e)
+            );
             return Ok(super::EXIT_TARGET);
         }
     };
@@ -53,7 +70,8 @@ pub fn run_experiment(exp: Experiment, seed: Option<u64>, dry_run: bool, json: b
         return Ok(0);
     }
     let stop = StopFlag::new();
-    stop.register_signals().context("cannot install signal handlers")?;
+    stop.register_signals()
+        .context("cannot install signal handlers")?;
     havoc_engine::run::install_panic_hook();
     let cfg = RunConfig {
         state_dir: state_dir.to_path_buf(),

@@ -13,7 +13,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut code = 0;
     for f in &args.files {
         match super::load_experiment(f)? {
-            Ok(e) => println!("{}: ok ({} {}, {} fault(s))", f.display(), e.kind, e.metadata.name, e.spec.faults.len()),
+            Ok(e) => println!(
+                "{}: ok ({} {}, {} fault(s))",
+                f.display(),
+                e.kind,
+                e.metadata.name,
+                e.spec.faults.len()
+            ),
             Err(c) => code = c,
         }
     }

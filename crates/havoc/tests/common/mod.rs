@@ -14,7 +14,12 @@ pub fn havoc() -> PathBuf {
 pub fn root_or_skip(test: &str) -> bool {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     if uid != "0" {
         eprintln!("SKIPPED {test}: needs root (signals, cgroups); run the tests as root");
@@ -40,7 +45,9 @@ impl Reaped {
 
 impl Drop for Reaped {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -72,17 +79,29 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Runs havoc with a private state directory.
 pub fn run_havoc(state: &Path, args: &[&str]) -> Output {
-    Command::new(havoc()).args(args).env("HAVOC_STATE_DIR", state).stdin(Stdio::null()).output().expect("run havoc")
+    Command::new(havoc())
+        .args(args)
+        .env("HAVOC_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run havoc")
 }
 
 /// Pids of live stress workers whose command line carries `marker` (their deadline argument).
 pub fn workers_with(marker: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("__stress-worker") && cmd.contains(marker) && state(pid).is_some_and(|s| s != 'Z') {
+        if cmd.contains("__stress-worker")
+            && cmd.contains(marker)
+            && state(pid).is_some_and(|s| s != 'Z')
+        {
             out.push(pid);
         }
     }
