@@ -11,7 +11,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let uid = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !uid.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")) {
+    if !uid
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
         eprintln!("pause_latency: needs root, skipped");
         return;
     }
@@ -36,11 +39,23 @@ fn main() {
         wall.push(t0.elapsed().as_secs_f64() * 1000.0);
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         apply.push(r["timing"]["applyLatencyMs"].as_f64().expect("apply"));
-        recover.push(r["timing"]["maxRecoverLatencyMs"].as_f64().expect("recover"));
+        recover.push(
+            r["timing"]["maxRecoverLatencyMs"]
+                .as_f64()
+                .expect("recover"),
+        );
     }
     let _ = target.kill();
     let _ = target.wait();
-    println!("pause apply latency   median {:.2} ms (min {:.2}, max {:.2})", median(apply.clone()), apply.iter().cloned().fold(f64::MAX, f64::min), apply.iter().cloned().fold(0.0, f64::max));
+    println!(
+        "pause apply latency   median {:.2} ms (min {:.2}, max {:.2})",
+        median(apply.clone()),
+        apply.iter().cloned().fold(f64::MAX, f64::min),
+        apply.iter().cloned().fold(0.0, f64::max)
+    );
     println!("pause recover latency median {:.3} ms", median(recover));
-    println!("whole `havoc run` (100 ms fault) median {:.1} ms", median(wall));
+    println!(
+        "whole `havoc run` (100 ms fault) median {:.1} ms",
+        median(wall)
+    );
 }
