@@ -133,14 +133,20 @@ impl Journal {
         if more.is_empty() {
             return Ok(());
         }
+        let mut changed = false;
         if let Some(e) = self.data.entries.iter_mut().find(|e| e.id == id) {
             for a in more {
                 if !e.undo.contains(&a) {
                     e.undo.push(a);
+                    changed = true;
                 }
             }
         }
-        self.persist()
+        if changed {
+            self.persist()
+        } else {
+            Ok(())
+        }
     }
 
     /// Forgets an entry once its injection is recovered.
@@ -261,6 +267,8 @@ pub fn replay(found: &Found) -> Replay {
     }
     if r.failed.is_empty() {
         let _ = fs::remove_file(&found.path);
+        // A write cut short by the owner's death leaves its temporary file behind.
+        let _ = fs::remove_file(found.path.with_extension("json.tmp"));
     }
     r
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod cgroup;
+pub mod network;
 pub mod process;
 pub mod procinfo;
 pub mod stress;
@@ -146,27 +147,6 @@ pub fn build(spec: &havoc_spec::FaultSpec) -> Box<dyn Fault> {
     match spec {
         havoc_spec::FaultSpec::ProcessChaos(p) => Box::new(process::ProcessFault::new(p.clone())),
         havoc_spec::FaultSpec::StressChaos(s) => Box::new(stress::StressFault::new(s.clone())),
-        havoc_spec::FaultSpec::NetworkChaos(_) => Box::new(Unsupported("NetworkChaos")),
-    }
-}
-
-/// A fault kind this build cannot inject yet: refuses every target with a clear reason.
-struct Unsupported(&'static str);
-
-impl Fault for Unsupported {
-    fn check(&self, target: &Target) -> Result<(), FaultError> {
-        Err(FaultError::Refused {
-            target: target.label(),
-            reason: format!("{} is not available in this build of havoc", self.0),
-        })
-    }
-    fn undo_plan(&self, _target: &Target) -> Vec<UndoAction> {
-        Vec::new()
-    }
-    fn inject(&self, target: &Target, _ctx: &Context) -> Result<Box<dyn Injection>, FaultError> {
-        self.check(target).map(|_| unreachable!())
-    }
-    fn requested(&self) -> String {
-        self.0.to_string()
+        havoc_spec::FaultSpec::NetworkChaos(n) => Box::new(network::NetworkFault::new(n.clone())),
     }
 }

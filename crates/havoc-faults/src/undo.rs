@@ -17,6 +17,13 @@ pub enum UndoAction {
     /// SIGKILL a helper process Havoc started (a stress worker).
     #[serde(rename_all = "camelCase")]
     KillHelper { pid: i32, start_time: u64 },
+    /// Remove the iptables chains of a delay engine from a network namespace.
+    RemoveDelayRules {
+        netns: std::path::PathBuf,
+        tag: String,
+    },
+    /// Remove Havoc's TBF qdiscs and IFB devices from a network namespace.
+    RemoveShaping { netns: std::path::PathBuf },
 }
 
 /// What replaying one record did.
@@ -32,6 +39,12 @@ impl UndoAction {
         match self {
             UndoAction::Resume { pid, .. } => format!("resume pid {pid}"),
             UndoAction::KillHelper { pid, .. } => format!("stop helper pid {pid}"),
+            UndoAction::RemoveDelayRules { netns, tag } => {
+                format!("remove delay rules {tag} in {}", netns.display())
+            }
+            UndoAction::RemoveShaping { netns } => {
+                format!("remove bandwidth limits in {}", netns.display())
+            }
         }
     }
 
@@ -54,6 +67,36 @@ impl UndoAction {
                 signal(*pid, 9, "stop helper")?;
                 Ok(UndoOutcome::Done(format!("stopped helper pid {pid}")))
             }
+            UndoAction::RemoveDelayRules { netns, tag } => {
+                match crate::network::remove_delay_rules(netns, tag) {
+                    Ok(0) => Ok(UndoOutcome::NothingLeft(format!(
+                        "no delay rules {tag} in {}",
+                        netns.display()
+                    ))),
+                    Ok(n) => Ok(UndoOutcome::Done(format!(
+                        "removed {n} delay rule set(s) {tag} in {}",
+                        netns.display()
+                    ))),
+                    Err(e) => Err(crate::FaultError::Other(format!(
+                        "cannot remove delay rules {tag} in {}: {e}",
+                        netns.display()
+                    ))),
+                }
+            }
+            UndoAction::RemoveShaping { netns } => match crate::network::remove_shaping(netns) {
+                Ok(0) => Ok(UndoOutcome::NothingLeft(format!(
+                    "no bandwidth limits in {}",
+                    netns.display()
+                ))),
+                Ok(n) => Ok(UndoOutcome::Done(format!(
+                    "removed {n} bandwidth limit object(s) in {}",
+                    netns.display()
+                ))),
+                Err(e) => Err(crate::FaultError::Other(format!(
+                    "cannot remove bandwidth limits in {}: {e}",
+                    netns.display()
+                ))),
+            },
         }
     }
 }

@@ -106,7 +106,9 @@ fn kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers()
         wait_until(Duration::from_secs(2), || std::fs::read_dir(
             state_dir.join("runs")
         )
-        .map(|d| d.count() == 0)
+        .map(|d| d
+            .flatten()
+            .all(|e| !e.path().to_string_lossy().ends_with(".json")))
         .unwrap_or(true)),
         "journal replayed and removed"
     );

@@ -1,0 +1,118 @@
+//! Measurements, not assertions: TCP throughput across the veth with and without 16
+//! non-matching rules, and `add_rule` latency. Run with
+//! `cargo test -p havoc-bpf --release --test bench -- --ignored --nocapture`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{privileged, Sandbox, IF_A, IF_B, IP_B};
+use havoc_bpf::{Action, Datapath, Direction, Filter, PortFilter, Protocols, Rule};
+
+/// Streams TCP from a to b for `secs` and returns the receiver's Gbit/s.
+fn tcp_gbps(sb: &Sandbox, secs: u64) -> f64 {
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            sb.b.run(move || {
+                let l = TcpListener::bind(("0.0.0.0", 5201)).expect("bind tcp");
+                tx.send(()).expect("signal ready");
+                let (mut c, _) = l.accept().expect("accept");
+                let mut buf = vec![0u8; 256 << 10];
+                let start = Instant::now();
+                let mut total = 0u64;
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                total as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
+            })
+            .expect("server in netns b")
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("server ready");
+        sb.a.run(move || {
+            let mut c = TcpStream::connect((IP_B, 5201)).expect("connect");
+            let buf = vec![0x5au8; 256 << 10];
+            let end = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < end {
+                c.write_all(&buf).expect("write");
+            }
+        })
+        .expect("client in netns a");
+        server.join().expect("server thread")
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+fn bench_throughput_and_rule_latency() {
+    let Some(_serial) = privileged() else { return };
+    let sb = Sandbox::new();
+    let non_matching = |i: u16| {
+        Rule::new(Action::Loss {
+            percent: 50.0,
+            correlation: 0.0,
+        })
+        .with_filter(Filter {
+            ports: PortFilter::List(vec![40_000 + i]),
+            protocols: Protocols::UDP,
+            ..Filter::default()
+        })
+    };
+    let (mut base, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        base.push(tcp_gbps(&sb, 5));
+        let mut ingress =
+            Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach ingress");
+        let mut egress = Datapath::attach(&sb.a, IF_A, Direction::Egress).expect("attach egress");
+        for i in 0..16 {
+            ingress
+                .add_rule(&non_matching(i))
+                .expect("add ingress rule");
+            egress.add_rule(&non_matching(i)).expect("add egress rule");
+        }
+        with.push(tcp_gbps(&sb, 5));
+    }
+    let (b, w) = (median(base.clone()), median(with.clone()));
+    eprintln!("TCP baseline Gbit/s {base:.2?} median {b:.2}");
+    eprintln!(
+        "TCP with 16 non-matching rules on b ingress + a egress {with:.2?} median {w:.2} ({:.1}%)",
+        100.0 * w / b
+    );
+
+    let mut dp = Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach");
+    let mut lat = Vec::new();
+    for i in 0..100u16 {
+        let rule = non_matching(i % 16);
+        let t = Instant::now();
+        let id = dp.add_rule(&rule).expect("add rule");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        if dp.rule_count() == 16 {
+            for id in dp.rules() {
+                dp.remove_rule(id).expect("remove rule");
+            }
+        }
+        let _ = id;
+    }
+    let mut sorted = lat.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "add_rule latency ms: median {:.4} p99 {:.4} max {:.4}",
+        sorted[50], sorted[98], sorted[99]
+    );
+    let t = Instant::now();
+    let load = Datapath::attach(&sb.b, IF_B, Direction::Egress).expect("attach");
+    eprintln!("load + attach: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    drop(load);
+}

@@ -1,0 +1,28 @@
+//! `havoc-netem`: Havoc's network shaping backends that do not need eBPF.
+//!
+//! - [`delay`]: a userspace delay engine on NFQUEUE (delay, jitter, correlation, reordering with
+//!   netem's semantics), for kernels without netem (like the one CI runs on).
+//! - [`bandwidth`]: TBF rate limits on a device's egress, or on its ingress through an IFB.
+//! - [`probe`]: whether netem exists, so the caller can report which delay backend ran.
+//!
+//! Every fault returns a guard that undoes it on `stop()`/`recover()` or drop, and every object
+//! this crate creates carries a recognisable name (`HAVOC-<tag>` chains, `havoc:<tag>` comments,
+//! `hvifb*` devices, qdisc handle `fa17:`), so `leftovers`/`remove_leftovers` can clean up after
+//! a crashed process.
+
+pub mod bandwidth;
+pub mod cmd;
+pub mod delay;
+pub mod iptables;
+mod model;
+mod nfqueue;
+pub mod probe;
+
+pub use bandwidth::{Bandwidth, BandwidthConfig, BandwidthError, BandwidthGuard, ShapeDirection};
+pub use delay::{
+    DelayConfig, DelayEngine, DelayError, DelayStats, Direction, PacketFilter, PortMatch, Protocol,
+    Reorder,
+};
+pub use iptables::{Cidr, DelayLeftover};
+pub use nfqueue::NfqError;
+pub use probe::netem_available;
