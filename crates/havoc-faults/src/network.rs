@@ -96,14 +96,15 @@ impl NetworkFault {
                     .map_err(|e| refuse(format!("externalTargets `{t}`: {e}")))?,
             );
         }
-        let ports =
-            match s.ports.len() {
-                0 => havoc_bpf::PortFilter::Any,
-                1..=4 => havoc_bpf::PortFilter::List(s.ports.clone()),
-                n => return Err(refuse(format!(
+        let ports = match s.ports.len() {
+            0 => havoc_bpf::PortFilter::Any,
+            1..=4 => havoc_bpf::PortFilter::List(s.ports.clone()),
+            n => {
+                return Err(refuse(format!(
                     "the eBPF datapath matches at most 4 ports per fault, got {n}: split the fault"
-                ))),
-            };
+                )))
+            }
+        };
         let mut protocols = havoc_bpf::Protocols::ANY;
         for p in &s.protocols {
             match p {
@@ -712,3 +713,48 @@ pub fn remove_shaping(netns: &Path) -> Result<usize, String> {
 
 /// How long a delay engine may hold a packet at most (for callers sizing timeouts).
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// Finds and removes everything of Havoc's in every named network namespace and the host,
+/// without a journal: `HAVOC-*` iptables chains, TBF qdiscs and `hvifb*` devices. Programs of
+/// the eBPF datapath die with their holder (TCX links); any still listed are reported, not touched.
+/// Call only when no havoc run is alive, since it cannot tell whose objects it finds.
+pub fn sweep_leftovers() -> Vec<String> {
+    let mut namespaces: Vec<PathBuf> = std::fs::read_dir("/run/netns")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    namespaces.sort();
+    namespaces.insert(0, PathBuf::from("/proc/1/ns/net"));
+    let mut out = Vec::new();
+    for path in namespaces {
+        let ns = NetNs::from_path(&path);
+        match havoc_netem::iptables::remove_leftovers(&ns, "") {
+            Ok(v) => out.extend(
+                v.iter()
+                    .map(|l| format!("removed delay chain {} in {}", l.chain, path.display())),
+            ),
+            Err(e) => out.push(format!(
+                "cannot check delay rules in {}: {e}",
+                path.display()
+            )),
+        }
+        match havoc_netem::bandwidth::remove_leftovers(&ns) {
+            Ok(v) => out.extend(
+                v.iter()
+                    .map(|l| format!("removed {l:?} in {}", path.display())),
+            ),
+            Err(e) => out.push(format!(
+                "cannot check bandwidth limits in {}: {e}",
+                path.display()
+            )),
+        }
+    }
+    if let Ok(progs) = havoc_bpf::leftover_programs() {
+        for p in progs {
+            out.push(format!(
+                "eBPF program {} ({}) is still loaded and held by a live process or a pin",
+                p.id, p.name
+            ));
+        }
+    }
+    out
+}

@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use havoc_sys::netns::NetNs;
 
+/// The tests of this file run one at a time: `havoc recover` sweeps every namespace, and the
+/// statistics are steadier without neighbours.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Two namespaces `<name>-a` (10.201.x.1) and `<name>-b` (10.201.x.2) joined by veth; removed on drop.
 struct Pair {
     a: String,
@@ -155,6 +163,7 @@ fn loss_measured_at_the_receiver_matches_the_report() {
     if !root_or_skip("loss_measured_at_the_receiver_matches_the_report") {
         return;
     }
+    let _serial = serial();
     let pair = Pair::new("l");
     let before = Pair::snapshot(&pair.b);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -223,6 +232,7 @@ fn delay_and_loss_together_then_sigkill_leaves_nothing_behind() {
     if !root_or_skip("delay_and_loss_together_then_sigkill_leaves_nothing_behind") {
         return;
     }
+    let _serial = serial();
     let pair = Pair::new("k");
     let (before_a, before_b) = (Pair::snapshot(&pair.a), Pair::snapshot(&pair.b));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -280,6 +290,7 @@ fn a_missing_netns_exits_3() {
     if !root_or_skip("a_missing_netns_exits_3") {
         return;
     }
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write(
         dir.path(),
@@ -299,5 +310,67 @@ fn a_missing_netns_exits_3() {
         Some(3),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn recover_without_a_journal_finds_leftovers_by_name() {
+    if !root_or_skip("recover_without_a_journal_finds_leftovers_by_name") {
+        return;
+    }
+    let _serial = serial();
+    let pair = Pair::new("r");
+    let before = Pair::snapshot(&pair.b);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let file = write(dir.path(), "d.yaml", &experiment(&pair.b, "      action: netem\n      direction: from\n      delay: { latency: 20ms }\n      bandwidth: { rate: 50mbit }\n", "60s"));
+    let mut child = Reaped::spawn(
+        Command::new(havoc())
+            .args(["run", file.to_str().expect("utf8")])
+            .env("HAVOC_STATE_DIR", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || Pair::snapshot(&pair.b)
+            .contains("HAVOC-")
+            && Pair::snapshot(&pair.b).contains("hvifb")),
+        "delay and shaping installed"
+    );
+    // Kill the watchdog first, then havoc run, then lose the journal: only names are left to go by.
+    let journal_dir = state.join("runs");
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("__watchdog") && cmd.contains(journal_dir.to_str().expect("utf8")) {
+            Command::new("kill")
+                .args(["-KILL", &e.file_name().to_string_lossy()])
+                .status()
+                .expect("kill watchdog");
+        }
+    }
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reap");
+    std::fs::remove_dir_all(&state).expect("lose the journal");
+    assert_ne!(
+        Pair::snapshot(&pair.b),
+        before,
+        "leftovers are there before recover"
+    );
+    let out = run_havoc(&state, &["recover"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("removed delay chain"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Pair::snapshot(&pair.b),
+        before,
+        "namespace exactly as before"
     );
 }

@@ -15,6 +15,12 @@ pub fn run(_args: Args, state_dir: &std::path::Path) -> anyhow::Result<u8> {
         );
     }
     let ok = super::recover_stale(state_dir)?;
+    if live.is_empty() {
+        // Without a live run, anything of Havoc's left in the kernel is a leftover, journal or not.
+        for line in havoc_faults::network::sweep_leftovers() {
+            eprintln!("havoc: {line}");
+        }
+    }
     if ok {
         println!("nothing left to recover");
         Ok(0)
