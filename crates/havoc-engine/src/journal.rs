@@ -248,6 +248,17 @@ pub struct Replay {
 /// Carries out every undo action of a journal, newest entry first, and removes the file if all
 /// succeeded (a failed action keeps the journal for a later attempt).
 pub fn replay(found: &Found) -> Replay {
+    let r = replay_keep(found);
+    if r.failed.is_empty() {
+        let _ = fs::remove_file(&found.path);
+        // A write cut short by the owner's death leaves its temporary file behind.
+        let _ = fs::remove_file(found.path.with_extension("json.tmp"));
+    }
+    r
+}
+
+/// Like [`replay`], but keeps the journal file.
+pub fn replay_keep(found: &Found) -> Replay {
     let mut r = Replay::default();
     for entry in found.data.entries.iter().rev() {
         for action in entry.undo.iter().rev() {
@@ -264,11 +275,6 @@ pub fn replay(found: &Found) -> Replay {
                 )),
             }
         }
-    }
-    if r.failed.is_empty() {
-        let _ = fs::remove_file(&found.path);
-        // A write cut short by the owner's death leaves its temporary file behind.
-        let _ = fs::remove_file(found.path.with_extension("json.tmp"));
     }
     r
 }

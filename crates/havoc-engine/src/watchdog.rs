@@ -75,7 +75,13 @@ pub fn watchdog_main(journal: PathBuf) -> i32 {
     }
     match crate::journal::read(&journal) {
         Ok(found) => {
-            let r = crate::journal::replay(&found);
+            // The pipe closes early in the owner's exit, before the tools it ran (ip, tc,
+            // iptables) receive their parent-death signal: replay once now, and once more after
+            // any change such a tool was making has landed.
+            let first = crate::journal::replay_keep(&found);
+            std::thread::sleep(Duration::from_millis(500));
+            let mut r = crate::journal::replay(&found);
+            r.done.extend(first.done);
             for line in r.done.iter() {
                 eprintln!(
                     "havoc watchdog: run {} ended without recovering: {line}",

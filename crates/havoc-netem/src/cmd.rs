@@ -60,8 +60,11 @@ pub fn run_status(netns: &NetNs, program: &str, args: &[&str]) -> Result<CmdOutp
     let prog = program.to_string();
     let result = netns
         .run(move || {
-            Command::new(&prog)
-                .args(&owned)
+            let mut cmd = Command::new(&prog);
+            // A tool must not outlive us: if Havoc dies mid-change, the tool dies too instead
+            // of finishing the change after the watchdog has cleaned up.
+            havoc_sys::process::die_with_parent(&mut cmd, 9);
+            cmd.args(&owned)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

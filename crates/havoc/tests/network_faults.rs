@@ -374,3 +374,79 @@ fn recover_without_a_journal_finds_leftovers_by_name() {
         "namespace exactly as before"
     );
 }
+
+#[test]
+fn sigkill_at_random_moments_of_twenty_network_experiments_leaves_nothing() {
+    if !root_or_skip("sigkill_at_random_moments_of_twenty_network_experiments_leaves_nothing") {
+        return;
+    }
+    let _serial = serial();
+    let pair = Pair::new("z");
+    let (before_a, before_b) = (Pair::snapshot(&pair.a), Pair::snapshot(&pair.b));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let bodies = [
+        "      action: loss\n      direction: both\n      loss: { loss: \"50\" }\n",
+        "      action: delay\n      direction: both\n      delay: { latency: 40ms, jitter: 10ms, reorder: { reorder: \"5\" } }\n",
+        "      action: bandwidth\n      direction: both\n      bandwidth: { rate: 10mbit }\n",
+        "      action: partition\n      direction: from\n      ports: [7300]\n",
+        "      action: netem\n      direction: both\n      delay: { latency: 10ms }\n      duplicate: { duplicate: \"10\" }\n      corrupt: { corrupt: \"10\" }\n      bandwidth: { rate: 20mbit }\n",
+    ];
+    // A fixed pseudo-random sequence of kill moments between 0 and 1.2 s after start.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let wait = Duration::from_millis(x % 1200);
+        let file = write(
+            dir.path(),
+            &format!("k{i}.yaml"),
+            &experiment(&pair.b, bodies[i % bodies.len()], "30s"),
+        );
+        let mut child = Reaped::spawn(
+            Command::new(havoc())
+                .args(["run", file.to_str().expect("utf8")])
+                .env("HAVOC_STATE_DIR", &state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        std::thread::sleep(wait);
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reap");
+        // Within the rules' lease (5 s) everything is gone: the watchdog replays the journal, TCX
+        // links die with their holder.
+        assert!(
+            wait_until(Duration::from_secs(5), || Pair::snapshot(&pair.b)
+                == before_b
+                && Pair::snapshot(&pair.a) == before_a),
+            "experiment {i} killed after {wait:?}: namespaces as before"
+        );
+        assert!(
+            wait_until(
+                Duration::from_secs(5),
+                || havoc_bpf_programs_of_dead_holders() == 0
+            ),
+            "experiment {i}: no eBPF program of Havoc left loaded"
+        );
+    }
+    assert_eq!(udp_count(&pair, 7300, 500), 500, "traffic back to baseline");
+    assert_eq!(udp_count(&pair, 7301, 500), 500, "traffic back to baseline");
+}
+
+/// Havoc eBPF programs loaded on the host (none may outlive the run that attached them).
+fn havoc_bpf_programs_of_dead_holders() -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("havoc_")))
+                .count()
+        })
+        .unwrap_or(0)
+}
