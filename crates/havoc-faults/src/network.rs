@@ -125,6 +125,39 @@ impl NetworkFault {
         })
     }
 
+    /// The devices that send the packets this fault corrupts with `checksum: break`: their TX
+    /// checksum offload must be off, or a local sender's packets keep CHECKSUM_PARTIAL and the
+    /// receiver never verifies the checksum we broke.
+    fn checksum_senders(&self, ns: &NetNs, devs: &[Link]) -> Vec<(NetNs, String)> {
+        let breaks = self
+            .spec
+            .corrupt
+            .as_ref()
+            .is_some_and(|c| c.checksum == havoc_spec::network::ChecksumMode::Break);
+        if !breaks {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for d in devs {
+            for dir in self.bpf_directions() {
+                match dir {
+                    havoc_bpf::Direction::Egress => out.push((ns.clone(), d.name.clone())),
+                    havoc_bpf::Direction::Ingress => {
+                        if let Some(peer) = veth_peer(ns, d) {
+                            if let Ok(ls) = links(&peer) {
+                                if let Some(p) = ls.iter().find(|l| Some(l.ifindex) == d.link_index)
+                                {
+                                    out.push((peer, p.name.clone()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn bpf_directions(&self) -> &'static [havoc_bpf::Direction] {
         match self.spec.direction {
             Direction::To => &[havoc_bpf::Direction::Egress],
@@ -240,6 +273,35 @@ fn veth_peer(ns: &NetNs, dev: &Link) -> Option<NetNs> {
     None
 }
 
+/// True if `dev` in `ns` computes TX checksums in hardware (or lazily, on veth).
+fn tx_offload_on(ns: &NetNs, dev: &str) -> bool {
+    havoc_netem::cmd::run(ns, "ethtool", &["-k", dev])
+        .map(|o| o.stdout.lines().any(|l| l.trim() == "tx-checksumming: on"))
+        .unwrap_or(false)
+}
+
+fn set_tx_offload(ns: &NetNs, dev: &str, on: bool) -> Result<(), String> {
+    havoc_netem::cmd::run(
+        ns,
+        "ethtool",
+        &["-K", dev, "tx", if on { "on" } else { "off" }],
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Restores TX checksum offload on a device (journal replay).
+pub fn restore_tx_offload(netns: &Path, dev: &str) -> Result<bool, String> {
+    if !netns.exists() {
+        return Ok(false);
+    }
+    let ns = NetNs::from_path(netns);
+    if tx_offload_on(&ns, dev) {
+        return Ok(false);
+    }
+    set_tx_offload(&ns, dev, true).map(|_| true)
+}
+
 fn devices(spec: &NetworkChaos, ns: &NetNs, label: &str) -> Result<Vec<Link>, FaultError> {
     let ls = links(ns)?;
     match &spec.device {
@@ -310,6 +372,16 @@ impl Fault for NetworkFault {
         if self.spec.bandwidth.is_some() {
             v.push(UndoAction::RemoveShaping { netns: path });
         }
+        if let Ok(devs) = devices(&self.spec, &ns, "") {
+            for (sns, dev) in self.checksum_senders(&ns, &devs) {
+                if tx_offload_on(&sns, &dev) {
+                    v.push(UndoAction::RestoreTxOffload {
+                        netns: sns.path().to_path_buf(),
+                        dev,
+                    });
+                }
+            }
+        }
         v
     }
 
@@ -320,6 +392,7 @@ impl Fault for NetworkFault {
         let mut inj = NetworkInjection {
             label: label.clone(),
             datapaths: Vec::new(),
+            offloads: Vec::new(),
             final_counters: Vec::new(),
             last_renew: std::time::Instant::now(),
             delays: Vec::new(),
@@ -356,6 +429,16 @@ impl Fault for NetworkFault {
             PortMatch::Either(self.spec.ports.clone())
         };
         let result = (|| -> Result<(), FaultError> {
+            for (sns, dev) in self.checksum_senders(&ns, &devs) {
+                if tx_offload_on(&sns, &dev) {
+                    set_tx_offload(&sns, &dev, false).map_err(|e| {
+                        FaultError::Other(format!(
+                            "cannot turn off TX checksum offload of {dev} for checksum: break: {e}"
+                        ))
+                    })?;
+                    inj.offloads.push((sns, dev));
+                }
+            }
             let actions = self.bpf_actions();
             if !actions.is_empty() {
                 let filter = self.bpf_filter(&label)?;
@@ -497,6 +580,8 @@ struct NetworkInjection {
         Vec<havoc_bpf::RuleId>,
         havoc_bpf::Counters,
     )>,
+    /// Devices whose TX checksum offload we turned off, to turn back on.
+    offloads: Vec<(NetNs, String)>,
     /// Counters of the datapaths after they were detached.
     final_counters: Vec<havoc_bpf::Counters>,
     last_renew: std::time::Instant,
@@ -670,6 +755,14 @@ impl Injection for NetworkInjection {
         for s in &mut self.shapes {
             if let Err(e) = s.recover() {
                 errors.push(e.to_string());
+            }
+        }
+        for (ns, dev) in std::mem::take(&mut self.offloads) {
+            if let Err(e) = set_tx_offload(&ns, &dev, true) {
+                errors.push(format!(
+                    "cannot turn TX checksum offload of {dev} back on: {e}"
+                ));
+                self.offloads.push((ns, dev));
             }
         }
         if !errors.is_empty() {

@@ -24,6 +24,11 @@ pub enum UndoAction {
     },
     /// Remove Havoc's TBF qdiscs and IFB devices from a network namespace.
     RemoveShaping { netns: std::path::PathBuf },
+    /// Turn TX checksum offload of a device back on (turned off for `checksum: break`).
+    RestoreTxOffload {
+        netns: std::path::PathBuf,
+        dev: String,
+    },
 }
 
 /// What replaying one record did.
@@ -44,6 +49,12 @@ impl UndoAction {
             }
             UndoAction::RemoveShaping { netns } => {
                 format!("remove bandwidth limits in {}", netns.display())
+            }
+            UndoAction::RestoreTxOffload { netns, dev } => {
+                format!(
+                    "turn TX checksum offload of {dev} in {} back on",
+                    netns.display()
+                )
             }
         }
     }
@@ -97,6 +108,19 @@ impl UndoAction {
                     netns.display()
                 ))),
             },
+            UndoAction::RestoreTxOffload { netns, dev } => {
+                match crate::network::restore_tx_offload(netns, dev) {
+                    Ok(true) => Ok(UndoOutcome::Done(format!(
+                        "turned TX checksum offload of {dev} back on"
+                    ))),
+                    Ok(false) => Ok(UndoOutcome::NothingLeft(format!(
+                        "TX checksum offload of {dev} is on"
+                    ))),
+                    Err(e) => Err(crate::FaultError::Other(format!(
+                        "cannot turn TX checksum offload of {dev} back on: {e}"
+                    ))),
+                }
+            }
         }
     }
 }

@@ -104,6 +104,13 @@ impl Drop for Pair {
 
 /// Sends `n` numbered datagrams from `a` to `b` and returns how many distinct ones arrived.
 fn udp_count(pair: &Pair, port: u16, n: u32) -> u32 {
+    udp_stats(pair, port, n).0
+}
+
+/// Sends `n` numbered datagrams (sequence number, its complement, a fixed pattern) from `a` to
+/// `b`; returns
+/// (distinct intact datagrams, datagrams whose content was altered).
+fn udp_stats(pair: &Pair, port: u16, n: u32) -> (u32, u32) {
     let ip_b = pair.ip_b.clone();
     let receiver = NetNs::named(&pair.b);
     let sender = NetNs::named(&pair.a);
@@ -117,20 +124,24 @@ fn udp_count(pair: &Pair, port: u16, n: u32) -> u32 {
                         .expect("timeout");
                     tx.send(()).expect("ready");
                     let mut seen = std::collections::HashSet::new();
+                    let mut altered = 0u32;
                     let mut buf = [0u8; 64];
                     let t0 = Instant::now();
                     while t0.elapsed() < Duration::from_secs(30) {
                         match sock.recv(&mut buf) {
-                            Ok(k) if k >= 4 => {
+                            Ok(32)
+                                if buf[8..32].iter().all(|b| *b == 0xAB)
+                                    && buf[..4].iter().zip(&buf[4..8]).all(|(a, b)| *a == !*b) =>
+                            {
                                 seen.insert(u32::from_le_bytes(
                                     buf[..4].try_into().expect("4 bytes"),
                                 ));
                             }
-                            Ok(_) => {}
+                            Ok(_) => altered += 1,
                             Err(_) => break,
                         }
                     }
-                    seen.len() as u32
+                    (seen.len() as u32, altered)
                 })
                 .expect("receiver netns")
         });
@@ -139,8 +150,9 @@ fn udp_count(pair: &Pair, port: u16, n: u32) -> u32 {
             .run(|| {
                 let sock = UdpSocket::bind("0.0.0.0:0").expect("bind sender");
                 for i in 0..n {
-                    let mut msg = [0u8; 32];
+                    let mut msg = [0xABu8; 32];
                     msg[..4].copy_from_slice(&i.to_le_bytes());
+                    msg[4..8].copy_from_slice(&(!i).to_le_bytes());
                     sock.send_to(&msg, (ip_b.as_str(), port)).expect("send");
                     if i % 64 == 0 {
                         std::thread::sleep(Duration::from_micros(500));
@@ -449,4 +461,100 @@ fn havoc_bpf_programs_of_dead_holders() -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+fn udp_csum_errors(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .expect("snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (head, vals) = (udp.next().expect("header"), udp.next().expect("values"));
+    let i = head
+        .split_whitespace()
+        .position(|h| h == "InCsumErrors")
+        .expect("InCsumErrors");
+    vals.split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("number")
+}
+
+fn features(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            "for d in /sys/class/net/*; do ethtool -k $(basename $d); done",
+        ])
+        .output()
+        .expect("ethtool");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn corrupt_keep_delivers_garbage_and_break_is_dropped_by_the_receiver() {
+    if !root_or_skip("corrupt_keep_delivers_garbage_and_break_is_dropped_by_the_receiver") {
+        return;
+    }
+    let _serial = serial();
+    let pair = Pair::new("c");
+    let (feat_a, feat_b) = (features(&pair.a), features(&pair.b));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 6000u32;
+    for mode in ["keep", "break"] {
+        let file = write(dir.path(), &format!("{mode}.yaml"), &experiment(&pair.b, &format!("      action: corrupt\n      direction: from\n      corrupt: {{ corrupt: \"20\", checksum: {mode} }}\n      ports: [7400]\n      protocols: [udp]\n"), "30s"));
+        let mut child = Reaped::spawn(
+            Command::new(havoc())
+                .args(["run", file.to_str().expect("utf8")])
+                .env("HAVOC_STATE_DIR", dir.path().join("state"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let t0 = Instant::now();
+        while udp_stats(&pair, 7400, 200) == (200, 0) && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let errors_before = udp_csum_errors(&pair.b);
+        let (intact, altered) = udp_stats(&pair, 7400, n);
+        let csum_errors = udp_csum_errors(&pair.b) - errors_before;
+        Command::new("kill")
+            .args(["-TERM", &child.pid().to_string()])
+            .status()
+            .expect("kill");
+        let _ = child.0.wait();
+        let hit = 100.0 * (n - intact) as f64 / n as f64;
+        assert!(
+            (18.5..=21.5).contains(&hit),
+            "{mode}: 20 % ± 1.5 of datagrams corrupted, got {hit:.2} %"
+        );
+        match mode {
+            "keep" => {
+                assert!(
+                    altered as f64 >= 0.95 * (n - intact) as f64,
+                    "keep: the application receives the garbage ({altered} altered)"
+                );
+                assert_eq!(csum_errors, 0, "keep: checksums stay valid");
+            }
+            _ => {
+                assert_eq!(
+                    altered, 0,
+                    "break: the application never sees a corrupted datagram"
+                );
+                assert!(
+                    csum_errors as f64 >= 0.95 * (n - intact) as f64,
+                    "break: the receiver's stack drops them as checksum errors ({csum_errors})"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        (features(&pair.a), features(&pair.b)),
+        (feat_a, feat_b),
+        "offload settings restored"
+    );
 }
