@@ -15,11 +15,14 @@ pub enum Verdict {
     Failed,
     /// Stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) or a panic; everything was recovered.
     Interrupted,
-    /// Stopped because a steady-state probe breached its abort limit.
+    /// Stopped because a steady-state probe breached its abort limit; everything was recovered.
     Aborted,
+    /// Every fault ran and was recovered, but a steady-state probe failed its tolerance: the
+    /// hypothesis did not hold.
+    Deviated,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
     pub run_id: String,
@@ -36,6 +39,9 @@ pub struct RunReport {
     /// True when nothing injected by this run remains in effect.
     pub all_recovered: bool,
     pub timing: Timing,
+    /// Steady-state probes: phases, series, per-phase verdicts, breaches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_state: Option<havoc_probe::ProbeResults>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +53,9 @@ pub struct Timing {
     /// Longest time one recovery took (from deciding to recover to done).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_recover_latency_ms: Option<f64>,
+    /// On abort: from the probe breach being seen to the last fault recovered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_to_recovered_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +95,7 @@ impl RunReport {
                 Verdict::Failed => "FAILED",
                 Verdict::Interrupted => "interrupted",
                 Verdict::Aborted => "ABORTED",
+                Verdict::Deviated => "DEVIATED from steady state",
             },
             self.seed,
             self.duration_seconds
@@ -107,6 +117,29 @@ impl RunReport {
                 }
                 out.push('\n');
             }
+        }
+        if let Some(ss) = &self.steady_state {
+            for v in &ss.verdicts {
+                out.push_str(&format!(
+                    "  probe {} [{:?}]: {} ({} samples{}{}): {}\n",
+                    v.probe,
+                    v.phase,
+                    if v.pass { "pass" } else { "FAIL" },
+                    v.samples,
+                    v.success_ratio
+                        .map(|r| format!(", success {:.1}%", r * 100.0))
+                        .unwrap_or_default(),
+                    v.latency_p99_ms
+                        .map(|l| format!(", p99 {l:.1} ms"))
+                        .unwrap_or_default(),
+                    v.reason
+                ));
+            }
+        }
+        if let Some(ms) = self.timing.abort_to_recovered_ms {
+            out.push_str(&format!(
+                "  abort: every fault recovered {ms:.1} ms after the breach was seen\n"
+            ));
         }
         for e in &self.errors {
             out.push_str(&format!("  error: {e}\n"));

@@ -172,7 +172,7 @@ impl Observer for Quiet {
 #[derive(Debug, Clone, Default)]
 pub struct StopFlag {
     signal: Arc<AtomicUsize>,
-    reason: Arc<std::sync::Mutex<Option<String>>>,
+    reason: Arc<std::sync::Mutex<Option<(String, Instant)>>>,
 }
 
 /// Set by the panic hook of [`install_panic_hook`], from any thread.
@@ -202,8 +202,21 @@ impl StopFlag {
     }
 
     /// Asks the run to stop (from another thread: a probe, a halt request).
+    /// The first request wins; its time is when the abort clock starts.
     pub fn request(&self, reason: impl Into<String>) {
-        *self.reason.lock().expect("stop reason lock") = Some(reason.into());
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some((reason.into(), Instant::now()));
+        }
+    }
+
+    /// When an abort was requested, if one was.
+    pub fn requested_at(&self) -> Option<Instant> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, t)| *t)
     }
 
     /// Why the run must stop, if it must.
@@ -220,9 +233,9 @@ impl StopFlag {
         }
         self.reason
             .lock()
-            .expect("stop reason lock")
-            .clone()
-            .map(|r| (Verdict::Aborted, r))
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(r, _)| (Verdict::Aborted, r.clone()))
     }
 }
 
@@ -335,12 +348,47 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
     } else {
         None
     };
-    let length = plan.length();
+    let steady = plan.experiment.spec.steady_state.clone();
+    let baseline = steady.as_ref().map(|s| s.baseline.0).unwrap_or_default();
+    let length = plan.length() + baseline;
     obs.event(Event::Started {
         run_id: &run_id,
         length,
     });
     let t0 = Instant::now();
+    let mut probes = None;
+    if let Some(ss) = &steady {
+        let stop2 = stop.clone();
+        let on_breach: havoc_probe::BreachCallback = Box::new(move |probe: &str, why: &str| {
+            stop2.request(format!("probe `{probe}` breached its abort limit: {why}"))
+        });
+        match havoc_probe::ProbeSet::start(ss, plan.experiment.spec.abort.as_ref(), t0, on_breach) {
+            Ok(p) => probes = Some(p),
+            Err(e) => {
+                let _ = journal.finish();
+                if let Some(w) = watchdog {
+                    w.disarm();
+                }
+                let why = format!(
+                    "cannot start the steady-state probes: {}",
+                    crate::error_chain(&e)
+                );
+                return finish_report(
+                    &plan,
+                    run_id,
+                    started_at,
+                    Verdict::Failed,
+                    Some(why),
+                    states,
+                    errors,
+                    true,
+                    timing,
+                    Duration::ZERO,
+                );
+            }
+        }
+    }
+    let mut in_chaos = false;
     let tick = Duration::from_millis(20);
     let mut verdict = Verdict::Completed;
     let mut reason = None;
@@ -353,7 +401,17 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             reason = Some(r);
             break 'run;
         }
-        let elapsed = t0.elapsed();
+        // Baseline: probes only.
+        let Some(elapsed) = t0.elapsed().checked_sub(baseline) else {
+            std::thread::sleep(tick);
+            continue;
+        };
+        if !in_chaos {
+            in_chaos = true;
+            if let Some(p) = &probes {
+                p.set_phase(havoc_probe::Phase::Chaos);
+            }
+        }
         // Recover faults whose window has ended.
         for (fi, f) in plan.faults.iter().enumerate() {
             let st = &mut states[fi];
@@ -485,6 +543,9 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         }
         states[fi].done = true;
     }
+    if let (Verdict::Aborted, Some(at)) = (verdict, stop.requested_at()) {
+        timing.abort_to_recovered_ms = Some(at.elapsed().as_secs_f64() * 1000.0);
+    }
     let all_recovered = journal.entries().is_empty();
     if all_recovered {
         if let Err(e) = journal.finish() {
@@ -501,7 +562,26 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         // The watchdog stays armed and retries when we exit.
         std::mem::forget(watchdog);
     }
-    finish_report(
+    // Recovery phase: probes only, until steady again or the recovery timeout.
+    let mut steady_results = None;
+    if let (Some(p), Some(ss)) = (probes.take(), &steady) {
+        if verdict != Verdict::Interrupted {
+            let s = p.wait_steady(ss.recovery.0, None);
+            for (probe, why) in &s.not_steady {
+                errors.push(format!(
+                    "probe `{probe}` not steady {:.1}s after recovery: {why}",
+                    s.waited.as_secs_f64()
+                ));
+            }
+        }
+        let results = p.stop();
+        if verdict == Verdict::Completed && !results.passed() {
+            verdict = Verdict::Deviated;
+            reason = Some("a steady-state probe failed its tolerance".into());
+        }
+        steady_results = Some(results);
+    }
+    let mut report = finish_report(
         &plan,
         run_id,
         started_at,
@@ -512,7 +592,9 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         all_recovered,
         timing,
         t0.elapsed(),
-    )
+    );
+    report.steady_state = steady_results;
+    report
 }
 
 fn recover_fault(
@@ -572,7 +654,9 @@ fn finish_report(
     timing: Timing,
     took: Duration,
 ) -> RunReport {
-    let verdict = if verdict == Verdict::Completed && !errors.is_empty() {
+    let verdict = if matches!(verdict, Verdict::Completed | Verdict::Deviated)
+        && errors.iter().any(|e| !e.starts_with("probe `"))
+    {
         Verdict::Failed
     } else {
         verdict
@@ -601,5 +685,6 @@ fn finish_report(
         errors,
         all_recovered,
         timing,
+        steady_state: None,
     }
 }

@@ -59,6 +59,12 @@ pub struct ExperimentSpec {
     /// Loaded separately (see [`load_fault`]), so that each fault's kind decides its fields.
     #[serde(default, deserialize_with = "skip_faults")]
     pub faults: Vec<FaultEntry>,
+    /// Probes checked before, during and after the faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_state: Option<crate::probe::SteadyState>,
+    /// Which probe breaches stop the experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<crate::probe::Abort>,
 }
 
 fn skip_faults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FaultEntry>, D::Error> {
@@ -318,6 +324,8 @@ pub fn experiment_from_node(root: &Node) -> Result<Experiment, SpecErrors> {
                         seed: None,
                         duration: None,
                         faults: vec![f],
+                        steady_state: None,
+                        abort: None,
                     })
                 }
                 Err(e) => errors.extend(e),
@@ -551,6 +559,7 @@ pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
     }
     let single = e.kind != "Experiment";
     let sp = top.key("spec");
+    crate::probe::validate(e.spec.steady_state.as_ref(), e.spec.abort.as_ref(), &sp, p);
     let mut seen = HashSet::new();
     for (i, f) in e.spec.faults.iter().enumerate() {
         let fp = if single {

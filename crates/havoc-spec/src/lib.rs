@@ -9,6 +9,7 @@ pub mod error;
 pub mod experiment;
 pub mod network;
 pub mod path;
+pub mod probe;
 pub mod process;
 pub mod selector;
 pub mod stress;

@@ -1,6 +1,7 @@
 //! The `havoc` binary: parses the command line, sets up logging, and hands over to one module per
 //! subcommand. Exit codes: 0 success, 1 failure, 2 invalid input, 3 target not found or refused,
-//! 4 aborted by a steady-state probe, 130 interrupted (everything recovered in every case).
+//! 4 aborted by a steady-state probe, 5 steady state deviated (a probe failed its tolerance),
+//! 130 interrupted (everything recovered in every case).
 
 use std::process::ExitCode;
 

@@ -15,6 +15,7 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 2;
 pub const EXIT_TARGET: u8 = 3;
 pub const EXIT_ABORTED: u8 = 4;
+pub const EXIT_DEVIATED: u8 = 5;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Reads and validates an experiment file; on problems prints them as `FILE:LINE:COL: ...` and

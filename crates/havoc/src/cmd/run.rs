@@ -91,6 +91,7 @@ pub fn run_experiment(
         Verdict::Completed => 0,
         Verdict::Failed => super::EXIT_FAILED,
         Verdict::Aborted => super::EXIT_ABORTED,
+        Verdict::Deviated => super::EXIT_DEVIATED,
         Verdict::Interrupted => super::EXIT_INTERRUPTED,
     })
 }
