@@ -154,8 +154,8 @@ fn udp_stats(pair: &Pair, port: u16, n: u32) -> (u32, u32) {
                     msg[..4].copy_from_slice(&i.to_le_bytes());
                     msg[4..8].copy_from_slice(&(!i).to_le_bytes());
                     sock.send_to(&msg, (ip_b.as_str(), port)).expect("send");
-                    if i % 64 == 0 {
-                        std::thread::sleep(Duration::from_micros(500));
+                    if i % 8 == 0 {
+                        std::thread::sleep(Duration::from_micros(300));
                     }
                 }
             })
@@ -275,7 +275,9 @@ fn delay_and_loss_together_then_sigkill_leaves_nothing_behind() {
         wait_until(Duration::from_secs(5), || Pair::snapshot(&pair.b)
             == before_b
             && Pair::snapshot(&pair.a) == before_a),
-        "namespaces exactly as before after SIGKILL"
+        "namespaces exactly as before after SIGKILL:\n--- before a\n{before_a}\n--- after a\n{}\n--- before b\n{before_b}\n--- after b\n{}",
+        Pair::snapshot(&pair.a),
+        Pair::snapshot(&pair.b)
     );
     let progs = String::from_utf8_lossy(
         &Command::new("bpftool")
