@@ -47,7 +47,7 @@ pub struct RunReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timing {
-    /// From the start of the command to the first fault in effect.
+    /// From the start of the command to the first fault in effect (less the baseline phase).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apply_latency_ms: Option<f64>,
     /// Longest time one recovery took (from deciding to recover to done).

@@ -192,10 +192,10 @@ impl StopFlag {
         Self::default()
     }
 
-    /// Stops the run on SIGINT, SIGTERM and SIGHUP.
+    /// Stops the run on SIGINT, SIGTERM and SIGHUP (interrupted) and SIGUSR1 (`havoc halt`: aborted).
     pub fn register_signals(&self) -> std::io::Result<()> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        for sig in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] {
             signal_hook::flag::register_usize(sig, self.signal.clone(), sig as usize)?;
         }
         Ok(())
@@ -226,6 +226,7 @@ impl StopFlag {
             2 => return Some((Verdict::Interrupted, "interrupted (SIGINT)".into())),
             15 => return Some((Verdict::Interrupted, "terminated (SIGTERM)".into())),
             1 => return Some((Verdict::Interrupted, "hangup (SIGHUP)".into())),
+            10 => return Some((Verdict::Aborted, "halted by `havoc halt`".into())),
             n => return Some((Verdict::Interrupted, format!("signal {n}"))),
         }
         if PANICKED.load(Ordering::SeqCst) {
@@ -449,8 +450,14 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                     Ok(inj) => {
                         let at = t0.elapsed();
                         if timing.apply_latency_ms.is_none() {
-                            timing.apply_latency_ms =
-                                Some(cfg.command_started.elapsed().as_secs_f64() * 1000.0);
+                            // The baseline phase is waiting on purpose, not latency.
+                            timing.apply_latency_ms = Some(
+                                cfg.command_started
+                                    .elapsed()
+                                    .saturating_sub(baseline)
+                                    .as_secs_f64()
+                                    * 1000.0,
+                            );
                         }
                         if let Err(e) = journal.extend(jid, inj.late_undo()) {
                             errors.push(format!(
@@ -654,6 +661,13 @@ fn finish_report(
     timing: Timing,
     took: Duration,
 ) -> RunReport {
+    let baseline = plan
+        .experiment
+        .spec
+        .steady_state
+        .as_ref()
+        .map(|s| s.baseline.0)
+        .unwrap_or_default();
     let verdict = if matches!(verdict, Verdict::Completed | Verdict::Deviated)
         && errors.iter().any(|e| !e.starts_with("probe `"))
     {
@@ -677,7 +691,7 @@ fn finish_report(
                 name: f.entry.name.clone(),
                 kind: f.entry.spec.kind().to_string(),
                 requested: f.fault.requested(),
-                start_offset_seconds: f.start.as_secs_f64(),
+                start_offset_seconds: (baseline + f.start).as_secs_f64(),
                 planned_duration_seconds: f.duration.as_secs_f64(),
                 targets: st.reports,
             })

@@ -31,6 +31,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Undo everything a crashed or killed havoc left in effect (from the journal).
     Recover(cmd::recover::Args),
+    /// Stop every running havoc on this host and recover all its faults (within a second).
+    Halt(cmd::halt::Args),
     /// Run a bundled experiment against a target process havoc starts itself.
     Demo(cmd::demo::Args),
     #[command(name = "__watchdog", hide = true)]
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args, &cli.state_dir, started),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Recover(args) => cmd::recover::run(args, &cli.state_dir),
+        Command::Halt(args) => cmd::halt::run(args, &cli.state_dir),
         Command::Demo(args) => cmd::demo::run(args, &cli.state_dir, started),
         Command::Watchdog { journal } => {
             return ExitCode::from(havoc_engine::watchdog::watchdog_main(journal) as u8)

@@ -430,3 +430,43 @@ fn sigterm_of_havoc_run_recovers_before_exit() {
     assert_eq!(report["verdict"], "interrupted");
     assert_eq!(report["allRecovered"], true);
 }
+
+#[test]
+fn havoc_halt_from_another_terminal_recovers_within_a_second() {
+    if !root_or_skip("havoc_halt_from_another_terminal_recovers_within_a_second") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let target = Reaped::sleeper();
+    let file = write(
+        dir.path(),
+        "halt.yaml",
+        &pause_experiment(target.pid(), "60s"),
+    );
+    let child = std::process::Command::new(havoc())
+        .args(["run", file.to_str().expect("utf8"), "--output", "json"])
+        .env("HAVOC_STATE_DIR", &state_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_until(Duration::from_secs(5), || state(target.pid()) == Some('T')));
+    let t0 = Instant::now();
+    let out = run_havoc(&state_dir, &["halt"]);
+    let took = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(state(target.pid()), Some('T'), "resumed when halt returns");
+    assert!(took < Duration::from_secs(1), "halt took {took:?}");
+    let run = child.wait_with_output().expect("wait");
+    assert_eq!(run.status.code(), Some(4), "the halted run reports aborted");
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert_eq!(r["verdict"], "aborted");
+    assert!(r["reason"].as_str().expect("reason").contains("havoc halt"));
+    let out = run_havoc(&state_dir, &["halt"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no havoc run is active"));
+}

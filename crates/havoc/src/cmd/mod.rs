@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod demo;
+pub mod halt;
 pub mod recover;
 pub mod run;
 pub mod validate;
