@@ -676,10 +676,10 @@ impl Injection for NetworkInjection {
                 ));
             }
             parts.push(format!(
-                "{} of {} matching packets (eBPF, {} datapath(s))",
+                "{} of {} matching packets (eBPF, {} hook(s))",
                 what.join(", "),
                 t.matched,
-                self.datapaths.len()
+                counters.len()
             ));
             e = e
                 .metric("packets_seen", t.seen as f64)

@@ -134,6 +134,10 @@ pub struct ProbeSpec {
     /// In which phases the probe runs. Default `continuous`.
     #[serde(default)]
     pub mode: ProbeMode,
+    /// Run the check from inside this network namespace (a name from `ip netns`, or a path such
+    /// as `/proc/PID/ns/net`): probe a service from its clients' point of view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 fn default_interval() -> HumanDuration {
@@ -707,6 +711,21 @@ impl SteadyState {
 impl ProbeSpec {
     /// Checks one probe; `path` is its path (`spec.steadyState.probes[1]`).
     pub fn validate(&self, path: &FieldPath, p: &mut Problems) {
+        if let Some(ns) = &self.netns {
+            let ok = if ns.starts_with('/') {
+                !ns.split('/').any(|s| s == "..")
+            } else {
+                !ns.is_empty() && ns.len() <= 255 && !ns.contains('/') && ns != "." && ns != ".."
+            };
+            if !ok {
+                p.add(
+                    &path.key("netns"),
+                    format!(
+                        "`{ns}` is not a namespace name (as in `ip netns`) or an absolute path"
+                    ),
+                );
+            }
+        }
         let checks = self.checks();
         match checks.len() {
             0 => p.add(

@@ -33,7 +33,8 @@ enum Command {
     Recover(cmd::recover::Args),
     /// Stop every running havoc on this host and recover all its faults (within a second).
     Halt(cmd::halt::Args),
-    /// Run a bundled experiment against a target process havoc starts itself.
+    /// Run a bundled experiment in a sandbox havoc builds (two network namespaces, a web service
+    /// and its client), print the report, and remove the sandbox.
     Demo(cmd::demo::Args),
     #[command(name = "__watchdog", hide = true)]
     Watchdog {
@@ -45,8 +46,16 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    #[command(name = "__demo-target", hide = true)]
-    DemoTarget,
+    #[command(name = "__demo-server", hide = true)]
+    DemoServer {
+        #[arg(long)]
+        port: u16,
+    },
+    #[command(name = "__demo-load", hide = true)]
+    DemoLoad {
+        #[arg(long)]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,7 +86,8 @@ fn main() -> ExitCode {
                 Ok(2)
             }
         },
-        Command::DemoTarget => cmd::demo::target_main(),
+        Command::DemoServer { port } => cmd::demo::server_main(port),
+        Command::DemoLoad { url } => cmd::demo::load_main(&url),
     };
     match code {
         Ok(c) => ExitCode::from(c),

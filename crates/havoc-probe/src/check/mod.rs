@@ -70,6 +70,47 @@ pub fn build(probe: &ProbeSpec) -> Result<Box<dyn Check>, ProbeError> {
                 source,
             })
     };
+    let check = build_check(probe, regex)?;
+    Ok(match &probe.netns {
+        Some(ns) => Box::new(InNetns {
+            ns: netns_ref(ns),
+            inner: check,
+        }),
+        None => check,
+    })
+}
+
+fn netns_ref(ns: &str) -> havoc_sys::netns::NetNs {
+    if ns.starts_with('/') {
+        havoc_sys::netns::NetNs::from_path(ns)
+    } else {
+        havoc_sys::netns::NetNs::named(ns)
+    }
+}
+
+/// Runs another check from inside a network namespace (a fresh thread enters it per sample).
+struct InNetns {
+    ns: havoc_sys::netns::NetNs,
+    inner: Box<dyn Check>,
+}
+
+impl Check for InNetns {
+    fn sample(&mut self, stop: &AtomicBool) -> Outcome {
+        let inner = &mut self.inner;
+        match self.ns.run(|| inner.sample(stop)) {
+            Ok(o) => o,
+            Err(e) => Outcome::fail(format!(
+                "cannot probe from network namespace {}: {e}",
+                self.ns.path().display()
+            )),
+        }
+    }
+}
+
+fn build_check(
+    probe: &ProbeSpec,
+    regex: impl Fn(&Option<String>) -> Result<Option<regex::Regex>, ProbeError>,
+) -> Result<Box<dyn Check>, ProbeError> {
     Ok(match probe.check() {
         Some(CheckSpec::Http(h)) => Box::new(HttpProbe::new(h, regex(&h.body_matches)?)),
         Some(CheckSpec::Tcp(t)) => Box::new(TcpProbe::new(t)),
