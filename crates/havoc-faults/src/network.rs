@@ -290,6 +290,33 @@ fn set_tx_offload(ns: &NetNs, dev: &str, on: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+fn has_clsact(ns: &NetNs, dev: &str) -> bool {
+    havoc_netem::cmd::run(ns, "tc", &["qdisc", "show", "dev", dev])
+        .is_ok_and(|o| o.stdout.contains("clsact"))
+}
+
+/// Deletes the clsact qdisc of a device if it holds no filter (journal replay). Returns whether
+/// it deleted one.
+pub fn remove_empty_clsact(netns: &Path, dev: &str) -> Result<bool, String> {
+    if !netns.exists() {
+        return Ok(false);
+    }
+    let ns = NetNs::from_path(netns);
+    if !has_clsact(&ns, dev) {
+        return Ok(false);
+    }
+    for hook in ["ingress", "egress"] {
+        let out = havoc_netem::cmd::run(&ns, "tc", &["filter", "show", "dev", dev, hook])
+            .map_err(|e| e.to_string())?;
+        if !out.stdout.trim().is_empty() {
+            return Ok(false);
+        }
+    }
+    havoc_netem::cmd::run(&ns, "tc", &["qdisc", "del", "dev", dev, "clsact"])
+        .map(|_| true)
+        .map_err(|e| e.to_string())
+}
+
 /// Restores TX checksum offload on a device (journal replay).
 pub fn restore_tx_offload(netns: &Path, dev: &str) -> Result<bool, String> {
     if !netns.exists() {
@@ -370,7 +397,23 @@ impl Fault for NetworkFault {
             }
         }
         if self.spec.bandwidth.is_some() {
-            v.push(UndoAction::RemoveShaping { netns: path });
+            v.push(UndoAction::RemoveShaping {
+                netns: path.clone(),
+            });
+            // Ingress shaping adds a clsact qdisc where there is none; if we die between adding
+            // it and adding our filter, only this record knows the empty clsact is ours.
+            if self.spec.direction != Direction::To {
+                if let Ok(devs) = devices(&self.spec, &ns, "") {
+                    for d in devs {
+                        if !has_clsact(&ns, &d.name) {
+                            v.push(UndoAction::RemoveEmptyClsact {
+                                netns: path.clone(),
+                                dev: d.name,
+                            });
+                        }
+                    }
+                }
+            }
         }
         if let Ok(devs) = devices(&self.spec, &ns, "") {
             for (sns, dev) in self.checksum_senders(&ns, &devs) {

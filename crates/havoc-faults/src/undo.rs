@@ -24,6 +24,11 @@ pub enum UndoAction {
     },
     /// Remove Havoc's TBF qdiscs and IFB devices from a network namespace.
     RemoveShaping { netns: std::path::PathBuf },
+    /// Delete a clsact qdisc Havoc added, if it holds no filter.
+    RemoveEmptyClsact {
+        netns: std::path::PathBuf,
+        dev: String,
+    },
     /// Turn TX checksum offload of a device back on (turned off for `checksum: break`).
     RestoreTxOffload {
         netns: std::path::PathBuf,
@@ -49,6 +54,9 @@ impl UndoAction {
             }
             UndoAction::RemoveShaping { netns } => {
                 format!("remove bandwidth limits in {}", netns.display())
+            }
+            UndoAction::RemoveEmptyClsact { netns, dev } => {
+                format!("remove the empty clsact of {dev} in {}", netns.display())
             }
             UndoAction::RestoreTxOffload { netns, dev } => {
                 format!(
@@ -108,6 +116,19 @@ impl UndoAction {
                     netns.display()
                 ))),
             },
+            UndoAction::RemoveEmptyClsact { netns, dev } => {
+                match crate::network::remove_empty_clsact(netns, dev) {
+                    Ok(true) => Ok(UndoOutcome::Done(format!(
+                        "removed the empty clsact of {dev}"
+                    ))),
+                    Ok(false) => Ok(UndoOutcome::NothingLeft(format!(
+                        "no empty clsact on {dev}"
+                    ))),
+                    Err(e) => Err(crate::FaultError::Other(format!(
+                        "cannot remove the clsact of {dev}: {e}"
+                    ))),
+                }
+            }
             UndoAction::RestoreTxOffload { netns, dev } => {
                 match crate::network::restore_tx_offload(netns, dev) {
                     Ok(true) => Ok(UndoOutcome::Done(format!(

@@ -348,7 +348,7 @@ fn recover_without_a_journal_finds_leftovers_by_name() {
     assert!(
         wait_until(Duration::from_secs(15), || Pair::snapshot(&pair.b)
             .contains("HAVOC-")
-            && Pair::snapshot(&pair.b).contains("hvifb")),
+            && ingress_filter_of(&pair.b)),
         "delay and shaping installed"
     );
     // Kill the watchdog first, then havoc run, then lose the journal: only names are left to go by.
@@ -559,4 +559,20 @@ fn corrupt_keep_delivers_garbage_and_break_is_dropped_by_the_receiver() {
         (feat_a, feat_b),
         "offload settings restored"
     );
+}
+
+/// True once the ingress shaping filter (the last step of ingress bandwidth) is in place.
+fn ingress_filter_of(ns: &str) -> bool {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            "for d in /sys/class/net/*; do tc filter show dev $(basename $d) ingress; done",
+        ])
+        .output()
+        .expect("tc");
+    String::from_utf8_lossy(&out.stdout).contains("64023")
 }
