@@ -1,7 +1,8 @@
 //! The result of a run: what was hit, when, what it measurably did, and how it ended.
 //!
-//! Serialized as the `--output json` document and, later, `report.json`. Times are seconds from the
-//! start of the chaos phase; absolute times are Unix milliseconds.
+//! Serialized as `report.json` (schema: `havoc_report::SCHEMA`, docs/report-schema.md) and by
+//! `--output json`. Times are seconds from the start of the run (the baseline phase, if any, comes
+//! first); absolute times are Unix milliseconds.
 
 use havoc_faults::{Effect, Target};
 use serde::{Deserialize, Serialize};

@@ -37,10 +37,21 @@ fn demo_runs_end_to_end_and_leaves_nothing_behind() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = run_havoc(&dir.path().join("state"), &["demo", "--output", "json"]);
+    let reports = dir.path().join("reports");
+    let out = run_havoc(
+        &dir.path().join("state"),
+        &[
+            "demo",
+            "--output",
+            "json",
+            "--report-dir",
+            reports.to_str().expect("utf8"),
+        ],
+    );
     assert!(
         out.status.success(),
-        "demo exits 0: {}",
+        "demo exits 0 ({:?}): {}",
+        out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
@@ -77,6 +88,22 @@ fn demo_runs_end_to_end_and_leaves_nothing_behind() {
         "no demo process left: {:?}",
         demo_processes()
     );
+    // report.json validates against its schema; report.html is well-formed XHTML with the fault
+    // windows and probe series.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).expect("report.json"))
+            .expect("json");
+    havoc_report::validate(&json).expect("report.json matches its schema");
+    let html = std::fs::read_to_string(reports.join("report.html")).expect("report.html");
+    assert_eq!(
+        html.matches("class=\"fault-window\"").count(),
+        3,
+        "one shaded window per fault target"
+    );
+    assert!(
+        html.contains("data-probe=\"api-ok\""),
+        "probe series present"
+    );
 }
 
 #[test]
@@ -96,7 +123,16 @@ fn demo_keep_leaves_the_sandbox_and_remove_deletes_it() {
         }
     }
     let _cleanup = Remove(state.clone());
-    let out = run_havoc(&state, &["demo", "--keep"]);
+    let reports = dir.path().join("reports");
+    let out = run_havoc(
+        &state,
+        &[
+            "demo",
+            "--keep",
+            "--report-dir",
+            reports.to_str().expect("utf8"),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",

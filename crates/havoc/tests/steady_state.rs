@@ -113,6 +113,20 @@ fn a_healthy_run_passes_every_phase() {
     assert!(verdicts
         .iter()
         .any(|v| v["probe"] == "port-open" && v["pass"] == true));
+    // The report is always written (default: the state directory) and matches its schema.
+    havoc_report::validate(&r).expect("--output json matches the report schema");
+    let dir = dir
+        .path()
+        .join("state")
+        .join("reports")
+        .join(r["runId"].as_str().expect("run id"));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+            .expect("json");
+    assert_eq!(on_disk, r, "report.json is the run report");
+    assert!(std::fs::read_to_string(dir.join("report.html"))
+        .expect("report.html")
+        .contains("class=\"probe-series\""));
 }
 
 #[test]
@@ -150,6 +164,7 @@ fn a_breach_during_chaos_aborts_and_recovers_within_a_second() {
     assert_eq!(out.status.code(), Some(4), "exit code 4 = aborted");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(r["verdict"], "aborted");
+    havoc_report::validate(&r).expect("an aborted run's report matches the schema too");
     assert!(
         r["reason"].as_str().expect("reason").contains("api-ok"),
         "{}",

@@ -25,6 +25,9 @@ pub struct Args {
     /// Remove a sandbox left by `--keep` (or by a demo that was killed) and exit.
     #[arg(long)]
     remove: bool,
+    /// Where report.json and report.html go (default: the current directory).
+    #[arg(long, default_value = ".")]
+    report_dir: Option<std::path::PathBuf>,
 }
 
 pub const DEMO_EXPERIMENT: &str = include_str!("../../../../examples/demo.yaml");
@@ -222,8 +225,16 @@ pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8>
         "havoc demo: running experiment `{}` (examples/demo.yaml)",
         exp.metadata.name
     );
-    let code =
-        super::run::run_experiment(exp, None, false, args.output == "json", state_dir, started);
+    let code = super::run::run_experiment(
+        exp,
+        &super::run::Options {
+            json: args.output == "json",
+            report_dir: args.report_dir.clone(),
+            ..Default::default()
+        },
+        state_dir,
+        started,
+    );
     if args.keep {
         sandbox.keep = true;
         eprintln!(

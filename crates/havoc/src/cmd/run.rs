@@ -21,6 +21,9 @@ pub struct Args {
     /// `text` (default) or `json` (the run report on stdout).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
+    /// Where report.json and report.html go (default: <state dir>/reports/<run id>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8> {
@@ -28,24 +31,42 @@ pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8>
         Ok(e) => e,
         Err(code) => return Ok(code),
     };
-    run_experiment(
-        exp,
-        args.seed,
-        args.dry_run,
-        args.output == "json",
-        state_dir,
-        started,
-    )
+    let opts = Options {
+        seed: args.seed,
+        dry_run: args.dry_run,
+        json: args.output == "json",
+        report_dir: args.report_dir,
+    };
+    run_experiment(exp, &opts, state_dir, started)
+}
+
+/// How to run an experiment (shared by `run` and `demo`).
+#[derive(Default)]
+pub struct Options {
+    pub seed: Option<u64>,
+    pub dry_run: bool,
+    pub json: bool,
+    pub report_dir: Option<PathBuf>,
+}
+
+/// Writes report.json and report.html into `dir`.
+fn write_reports(report: &havoc_engine::RunReport, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let value = serde_json::to_value(report)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&value)?)
+        .with_context(|| format!("cannot write {}/report.json", dir.display()))?;
+    std::fs::write(dir.join("report.html"), havoc_report::render_html(&value))
+        .with_context(|| format!("cannot write {}/report.html", dir.display()))?;
+    Ok(())
 }
 
 pub fn run_experiment(
     exp: Experiment,
-    seed: Option<u64>,
-    dry_run: bool,
-    json: bool,
+    opts: &Options,
     state_dir: &Path,
     started: Instant,
 ) -> anyhow::Result<u8> {
+    let (seed, dry_run, json) = (opts.seed, opts.dry_run, opts.json);
     if !dry_run && !super::is_root() {
         anyhow::bail!("havoc run needs root (it signals other users' processes and changes cgroups and network settings): use sudo, or --dry-run to only see the plan");
     }
@@ -82,6 +103,18 @@ pub fn run_experiment(
     let mut obs = crate::progress::Display::new(&plan);
     let report = havoc_engine::execute(plan, &cfg, &stop, &mut obs);
     obs.finish();
+    // The reports are always written, whatever the verdict.
+    let dir = opts
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("reports").join(&report.run_id));
+    match write_reports(&report, &dir) {
+        Ok(()) => eprintln!(
+            "havoc: report written to {}/report.html and report.json",
+            dir.display()
+        ),
+        Err(e) => eprintln!("havoc: {e:#}"),
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
