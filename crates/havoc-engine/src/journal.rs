@@ -62,6 +62,14 @@ pub struct JournalData {
     pub experiment: String,
     pub owner_pid: i32,
     pub owner_start_time: u64,
+    /// The run's seed, start time and report directory, so that whoever recovers a dead run can
+    /// still write its report.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub started_at_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_dir: Option<PathBuf>,
     pub entries: Vec<Entry>,
 }
 
@@ -97,6 +105,9 @@ impl Journal {
                 experiment: experiment.to_string(),
                 owner_pid: pid,
                 owner_start_time: start,
+                seed: 0,
+                started_at_unix_ms: 0,
+                report_dir: None,
                 entries: Vec::new(),
             },
             next_id: 1,
@@ -107,6 +118,19 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records the facts a crash report needs.
+    pub fn describe_run(
+        &mut self,
+        seed: u64,
+        started_at_unix_ms: u64,
+        report_dir: &Path,
+    ) -> Result<(), JournalError> {
+        self.data.seed = seed;
+        self.data.started_at_unix_ms = started_at_unix_ms;
+        self.data.report_dir = Some(report_dir.to_path_buf());
+        self.persist()
     }
 
     /// Records undo actions before the injection they undo is applied. Returns the entry id.

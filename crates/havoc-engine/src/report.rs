@@ -153,3 +153,54 @@ impl RunReport {
         out
     }
 }
+
+/// Writes `report.json` and `report.html` into `dir` (created if needed).
+pub fn write(report: &RunReport, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let value = serde_json::to_value(report).map_err(std::io::Error::other)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec_pretty(&value).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::write(dir.join("report.html"), havoc_report::render_html(&value))
+}
+
+/// The report of a run that died before it could recover, written by whoever replayed its journal.
+pub fn crash_report(
+    journal: &crate::journal::JournalData,
+    replay: &crate::journal::Replay,
+    by: &str,
+) -> RunReport {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let undone: Vec<String> = replay
+        .done
+        .iter()
+        .chain(&replay.nothing_left)
+        .cloned()
+        .collect();
+    RunReport {
+        run_id: journal.run_id.clone(),
+        experiment: journal.experiment.clone(),
+        seed: journal.seed,
+        verdict: Verdict::Interrupted,
+        reason: Some(format!(
+            "havoc run (pid {}) died before recovering; {by} replayed its journal: {}",
+            journal.owner_pid,
+            if undone.is_empty() {
+                "nothing was left to undo".to_string()
+            } else {
+                undone.join("; ")
+            }
+        )),
+        started_at_unix_ms: journal.started_at_unix_ms,
+        duration_seconds: now.saturating_sub(journal.started_at_unix_ms) as f64 / 1000.0,
+        faults: Vec::new(),
+        errors: replay.failed.clone(),
+        all_recovered: replay.failed.is_empty(),
+        timing: Timing::default(),
+        steady_state: None,
+    }
+}

@@ -249,6 +249,18 @@ pub struct RunConfig {
     pub command_started: Instant,
     /// Run the watchdog (tests of the engine alone may turn it off).
     pub watchdog: bool,
+    /// Where report.json and report.html go (default: `<state dir>/reports/<run id>`). The
+    /// engine records it in the journal so a crash report lands there too.
+    pub report_dir: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// The report directory of a run.
+    pub fn report_dir_for(&self, run_id: &str) -> PathBuf {
+        self.report_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("reports").join(run_id))
+    }
 }
 
 struct Live {
@@ -324,6 +336,9 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             );
         }
     };
+    if let Err(e) = journal.describe_run(plan.seed, started_at, &cfg.report_dir_for(&run_id)) {
+        errors.push(crate::error_chain(&e));
+    }
     let watchdog = if cfg.watchdog {
         match Watchdog::spawn(&cfg.self_exe, journal.path()) {
             Ok(w) => Some(w),

@@ -82,6 +82,15 @@ pub fn watchdog_main(journal: PathBuf) -> i32 {
             std::thread::sleep(Duration::from_millis(500));
             let mut r = crate::journal::replay(&found);
             r.done.extend(first.done);
+            if let Some(dir) = &found.data.report_dir {
+                let report = crate::report::crash_report(&found.data, &r, "the watchdog");
+                if let Err(e) = crate::report::write(&report, dir) {
+                    eprintln!(
+                        "havoc watchdog: cannot write the report to {}: {e}",
+                        dir.display()
+                    );
+                }
+            }
             for line in r.done.iter() {
                 eprintln!(
                     "havoc watchdog: run {} ended without recovering: {line}",

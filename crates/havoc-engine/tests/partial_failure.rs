@@ -95,6 +95,7 @@ fn failure_mid_injection_recovers_the_targets_already_hit() {
         self_exe: "/nonexistent".into(),
         command_started: Instant::now(),
         watchdog: false,
+        report_dir: None,
     };
     let t0 = Instant::now();
     let report = havoc_engine::execute(plan, &cfg, &StopFlag::new(), &mut havoc_engine::run::Quiet);

@@ -112,6 +112,24 @@ fn kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers()
         .unwrap_or(true)),
         "journal replayed and removed"
     );
+    // The watchdog also wrote the report of the dead run.
+    let reports: Vec<_> = std::fs::read_dir(state_dir.join("reports"))
+        .expect("reports dir")
+        .flatten()
+        .collect();
+    assert_eq!(reports.len(), 1, "one report directory");
+    let r: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(reports[0].path().join("report.json")).expect("crash report.json"),
+    )
+    .expect("json");
+    havoc_report::validate(&r).expect("the crash report matches the schema");
+    assert_eq!(r["verdict"], "interrupted");
+    assert!(
+        r["reason"].as_str().expect("reason").contains("watchdog"),
+        "{}",
+        r["reason"]
+    );
+    assert!(reports[0].path().join("report.html").exists());
     let out = run_havoc(&state_dir, &["recover"]);
     assert!(
         out.status.success(),

@@ -49,17 +49,6 @@ pub struct Options {
     pub report_dir: Option<PathBuf>,
 }
 
-/// Writes report.json and report.html into `dir`.
-fn write_reports(report: &havoc_engine::RunReport, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let value = serde_json::to_value(report)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&value)?)
-        .with_context(|| format!("cannot write {}/report.json", dir.display()))?;
-    std::fs::write(dir.join("report.html"), havoc_report::render_html(&value))
-        .with_context(|| format!("cannot write {}/report.html", dir.display()))?;
-    Ok(())
-}
-
 pub fn run_experiment(
     exp: Experiment,
     opts: &Options,
@@ -99,21 +88,19 @@ pub fn run_experiment(
         self_exe: std::env::current_exe().context("cannot find the havoc executable")?,
         command_started: started,
         watchdog: true,
+        report_dir: opts.report_dir.clone(),
     };
     let mut obs = crate::progress::Display::new(&plan);
     let report = havoc_engine::execute(plan, &cfg, &stop, &mut obs);
     obs.finish();
     // The reports are always written, whatever the verdict.
-    let dir = opts
-        .report_dir
-        .clone()
-        .unwrap_or_else(|| state_dir.join("reports").join(&report.run_id));
-    match write_reports(&report, &dir) {
+    let dir = cfg.report_dir_for(&report.run_id);
+    match havoc_engine::report::write(&report, &dir) {
         Ok(()) => eprintln!(
             "havoc: report written to {}/report.html and report.json",
             dir.display()
         ),
-        Err(e) => eprintln!("havoc: {e:#}"),
+        Err(e) => eprintln!("havoc: cannot write the report to {}: {e}", dir.display()),
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
