@@ -125,6 +125,14 @@ impl fmt::Display for Percent {
 
 text_value!(Percent, "a percentage in 0..=100");
 
+/// Splits `256MiB` into (`256`, `MiB`).
+fn split_number(t: &str) -> (&str, &str) {
+    let at = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    t.split_at(at)
+}
+
 /// A size in bytes: `512`, `64KB` (1000), `64KiB` (1024), `256MB`, `256MiB`, `1GB`, `1GiB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
@@ -133,10 +141,7 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
+        let (num, unit) = split_number(t);
         let unit = unit.trim();
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
@@ -306,10 +311,7 @@ impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
+        let (num, unit) = split_number(t);
         let v: f64 = num.parse().map_err(|_| {
             format!("invalid rate `{t}`: expected a number with a unit, like `10mbps` or `1gbit`")
         })?;
