@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -181,13 +181,7 @@ fn loss_measured_at_the_receiver_matches_the_report() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 30 % loss on packets the receiver gets (its ingress), UDP port 7100 only.
     let file = write(dir.path(), "loss.yaml", &experiment(&pair.b, "      action: loss\n      direction: from\n      loss: { loss: \"30\" }\n      ports: [7100]\n      protocols: [udp]\n", "20s"));
-    let mut child = Reaped::spawn(
-        Command::new(havoc())
-            .args(["run", file.to_str().expect("utf8"), "--output", "json"])
-            .env("HAVOC_STATE_DIR", dir.path().join("state"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
+    let mut child = Reaped::spawn(&mut havoc_run(&dir.path().join("state"), &file, true));
     // Wait until the rule is attached: a burst on port 7100 shows loss.
     let t0 = Instant::now();
     while udp_count(&pair, 7100, 200) == 200 && t0.elapsed() < Duration::from_secs(10) {
@@ -254,13 +248,7 @@ fn delay_and_loss_together_then_sigkill_leaves_nothing_behind() {
         "netem.yaml",
         &experiment(&pair.b, "      action: netem\n      direction: both\n      delay: { latency: 30ms, jitter: 5ms }\n      loss: { loss: \"5\" }\n      bandwidth: { rate: 100mbit }\n", "60s"),
     );
-    let mut child = Reaped::spawn(
-        Command::new(havoc())
-            .args(["run", file.to_str().expect("utf8")])
-            .env("HAVOC_STATE_DIR", &state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut child = Reaped::spawn(&mut havoc_run(&state, &file, false));
     assert!(
         wait_until(Duration::from_secs(15), || Pair::snapshot(&pair.b)
             .contains("HAVOC-")
@@ -338,13 +326,7 @@ fn recover_without_a_journal_finds_leftovers_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     let file = write(dir.path(), "d.yaml", &experiment(&pair.b, "      action: netem\n      direction: from\n      delay: { latency: 20ms }\n      bandwidth: { rate: 50mbit }\n", "60s"));
-    let mut child = Reaped::spawn(
-        Command::new(havoc())
-            .args(["run", file.to_str().expect("utf8")])
-            .env("HAVOC_STATE_DIR", &state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut child = Reaped::spawn(&mut havoc_run(&state, &file, false));
     assert!(
         wait_until(Duration::from_secs(15), || Pair::snapshot(&pair.b)
             .contains("HAVOC-")
@@ -418,13 +400,7 @@ fn sigkill_at_random_moments_of_twenty_network_experiments_leaves_nothing() {
             &format!("k{i}.yaml"),
             &experiment(&pair.b, bodies[i % bodies.len()], "30s"),
         );
-        let mut child = Reaped::spawn(
-            Command::new(havoc())
-                .args(["run", file.to_str().expect("utf8")])
-                .env("HAVOC_STATE_DIR", &state)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let mut child = Reaped::spawn(&mut havoc_run(&state, &file, false));
         std::thread::sleep(wait);
         child.0.kill().expect("SIGKILL");
         child.0.wait().expect("reap");
@@ -510,13 +486,7 @@ fn corrupt_keep_delivers_garbage_and_break_is_dropped_by_the_receiver() {
     let n = 6000u32;
     for mode in ["keep", "break"] {
         let file = write(dir.path(), &format!("{mode}.yaml"), &experiment(&pair.b, &format!("      action: corrupt\n      direction: from\n      corrupt: {{ corrupt: \"20\", checksum: {mode} }}\n      ports: [7400]\n      protocols: [udp]\n"), "30s"));
-        let mut child = Reaped::spawn(
-            Command::new(havoc())
-                .args(["run", file.to_str().expect("utf8")])
-                .env("HAVOC_STATE_DIR", dir.path().join("state"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let mut child = Reaped::spawn(&mut havoc_run(&dir.path().join("state"), &file, false));
         let t0 = Instant::now();
         while udp_stats(&pair, 7400, 200) == (200, 0) && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(200));

@@ -24,11 +24,7 @@ fn pause_stops_the_target_during_the_fault_and_resumes_it_after() {
         "pause.yaml",
         &pause_experiment(target.pid(), "2s"),
     );
-    let child = std::process::Command::new(havoc())
-        .args(["run", file.to_str().expect("utf8"), "--output", "json"])
-        .env("HAVOC_STATE_DIR", dir.path().join("state"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+    let child = havoc_run(&dir.path().join("state"), &file, true)
         .spawn()
         .expect("spawn havoc run");
     assert!(
@@ -73,13 +69,7 @@ fn kill_dash_nine_of_havoc_during_a_pause_resumes_the_target_and_stops_workers()
     let marker = "91237"; // 61237 ms + 30 s grace
     let file = write(dir.path(), "kill9.yaml", &exp);
     let state_dir = dir.path().join("state");
-    let mut child = Reaped::spawn(
-        std::process::Command::new(havoc())
-            .args(["run", file.to_str().expect("utf8")])
-            .env("HAVOC_STATE_DIR", &state_dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
+    let mut child = Reaped::spawn(&mut havoc_run(&state_dir, &file, false));
     assert!(
         wait_until(Duration::from_secs(10), || state(pid) == Some('T')
             && workers_with(marker).len() == 3),
@@ -422,11 +412,7 @@ fn sigterm_of_havoc_run_recovers_before_exit() {
         "term.yaml",
         &pause_experiment(target.pid(), "60s"),
     );
-    let child = std::process::Command::new(havoc())
-        .args(["run", file.to_str().expect("utf8"), "--output", "json"])
-        .env("HAVOC_STATE_DIR", dir.path().join("state"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+    let child = havoc_run(&dir.path().join("state"), &file, true)
         .spawn()
         .expect("spawn");
     assert!(wait_until(Duration::from_secs(5), || state(target.pid()) == Some('T')));
@@ -462,13 +448,7 @@ fn havoc_halt_from_another_terminal_recovers_within_a_second() {
         "halt.yaml",
         &pause_experiment(target.pid(), "60s"),
     );
-    let child = std::process::Command::new(havoc())
-        .args(["run", file.to_str().expect("utf8"), "--output", "json"])
-        .env("HAVOC_STATE_DIR", &state_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let child = havoc_run(&state_dir, &file, true).spawn().expect("spawn");
     assert!(wait_until(Duration::from_secs(5), || state(target.pid()) == Some('T')));
     let t0 = Instant::now();
     let out = run_havoc(&state_dir, &["halt"]);

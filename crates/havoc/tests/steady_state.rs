@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,11 +141,7 @@ fn a_breach_during_chaos_aborts_and_recovers_within_a_second() {
         "abort.yaml",
         &experiment(target.pid(), server.port, "30s"),
     );
-    let child = Command::new(havoc())
-        .args(["run", file.to_str().expect("utf8"), "--output", "json"])
-        .env("HAVOC_STATE_DIR", dir.path().join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let child = havoc_run(&dir.path().join("state"), &file, true)
         .spawn()
         .expect("spawn");
     assert!(

@@ -77,6 +77,22 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `havoc run FILE` in the background with a private state directory; with `json` the report
+/// comes on a piped stdout, otherwise stdout is discarded. stderr is always discarded.
+pub fn havoc_run(state: &Path, file: &Path, json: bool) -> Command {
+    let mut cmd = Command::new(havoc());
+    cmd.arg("run")
+        .arg(file)
+        .env("HAVOC_STATE_DIR", state)
+        .stderr(Stdio::null());
+    if json {
+        cmd.arg("--output").arg("json").stdout(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::null());
+    }
+    cmd
+}
+
 /// Runs havoc with a private state directory.
 pub fn run_havoc(state: &Path, args: &[&str]) -> Output {
     Command::new(havoc())
