@@ -274,11 +274,16 @@ pub struct Replay {
 pub fn replay(found: &Found) -> Replay {
     let r = replay_keep(found);
     if r.failed.is_empty() {
-        let _ = fs::remove_file(&found.path);
-        // A write cut short by the owner's death leaves its temporary file behind.
-        let _ = fs::remove_file(found.path.with_extension("json.tmp"));
+        remove(found);
     }
     r
+}
+
+/// Removes a replayed journal: its absence means everything of its run was undone.
+pub fn remove(found: &Found) {
+    let _ = fs::remove_file(&found.path);
+    // A write cut short by the owner's death leaves its temporary file behind.
+    let _ = fs::remove_file(found.path.with_extension("json.tmp"));
 }
 
 /// Like [`replay`], but keeps the journal file.
