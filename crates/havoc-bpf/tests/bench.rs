@@ -116,3 +116,27 @@ fn bench_throughput_and_rule_latency() {
     eprintln!("load + attach: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     drop(load);
 }
+
+/// Attach latency: load + verify + TCX attach of the classifier, first in the process and then
+/// repeated (the figure behind a network fault's start lag and the agent's Inject-to-active).
+#[test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+fn bench_attach_latency() {
+    let Some(_serial) = privileged() else { return };
+    let sb = Sandbox::new();
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let dp = Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(dp);
+    }
+    let first = times.remove(0);
+    println!(
+        "attach: first {first:.1} ms, then median {:.1} ms (min {:.1}, max {:.1}) over {}",
+        median(times.clone()),
+        times.iter().cloned().fold(f64::MAX, f64::min),
+        times.iter().cloned().fold(0.0, f64::max),
+        times.len()
+    );
+}

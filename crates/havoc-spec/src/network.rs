@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
@@ -13,7 +14,8 @@ use crate::path::FieldPath;
 use crate::selector::Selector;
 use crate::units::{ByteSize, HumanDuration, Percent, Rate};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a NetworkChaos does to the selected traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkAction {
     Loss,
@@ -27,7 +29,7 @@ pub enum NetworkAction {
 }
 
 /// Which packets, seen from the target (Chaos Mesh semantics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// Packets the target sends.
@@ -38,7 +40,8 @@ pub enum Direction {
     Both,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A transport protocol to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -46,7 +49,7 @@ pub enum Protocol {
     Icmp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum LossModel {
     #[default]
@@ -54,7 +57,7 @@ pub enum LossModel {
     GilbertElliott,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChecksumMode {
     /// The application receives garbage with valid checksums.
@@ -64,23 +67,30 @@ pub enum ChecksumMode {
     Break,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// Random packet loss.
 pub struct LossSpec {
+    /// Percent of packets dropped, as a string: `"10"`, `"0.5"`.
     pub loss: Percent,
+    /// Percent by which each drop decision depends on the previous one (bursts), `"0"` by default.
     #[serde(default)]
     pub correlation: Percent,
 }
 
 /// The four-parameter Gilbert–Elliott model of netem's `gemodel`: `p` = P(good→bad),
 /// `r` = P(bad→good), `badLoss` = 1-h (loss in the bad state), `goodLoss` = 1-k.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GilbertElliott {
+    /// Percent chance per packet of moving from the good to the bad state.
     pub p: Percent,
+    /// Percent chance per packet of moving from the bad back to the good state.
     pub r: Percent,
+    /// Percent of packets lost in the bad state (`"100"` by default).
     #[serde(default = "hundred")]
     pub bad_loss: Percent,
+    /// Percent of packets lost in the good state (`"0"` by default).
     #[serde(default)]
     pub good_loss: Percent,
 }
@@ -101,49 +111,67 @@ impl GilbertElliott {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// Packets sent at once instead of delayed, so they overtake delayed ones.
 pub struct ReorderSpec {
+    /// Percent of packets sent without the delay.
     pub reorder: Percent,
+    /// Percent by which each decision depends on the previous one.
     #[serde(default)]
     pub correlation: Percent,
+    /// Reorder only every `gap`-th packet (0: any packet).
     #[serde(default)]
     pub gap: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// Added latency.
 pub struct DelaySpec {
+    /// Delay added to each packet: `100ms`, `1s`.
     pub latency: HumanDuration,
+    /// Random variation of the delay, up to `latency`: `10ms`.
     #[serde(default)]
     pub jitter: HumanDuration,
+    /// Percent by which each packet's jitter depends on the previous packet's.
     #[serde(default)]
     pub correlation: Percent,
+    /// Optional reordering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reorder: Option<ReorderSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// Random packet duplication.
 pub struct DuplicateSpec {
+    /// Percent of packets sent twice.
     pub duplicate: Percent,
+    /// Percent by which each decision depends on the previous one.
     #[serde(default)]
     pub correlation: Percent,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// Random packet corruption.
 pub struct CorruptSpec {
+    /// Percent of packets with one flipped bit.
     pub corrupt: Percent,
+    /// Percent by which each decision depends on the previous one.
     #[serde(default)]
     pub correlation: Percent,
+    /// `keep` (fix checksums: the application gets garbage) or `break` (the stack drops them).
     #[serde(default)]
     pub checksum: ChecksumMode,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// A bandwidth limit (token bucket).
 pub struct BandwidthSpec {
+    /// The rate: `1mbit`, `100kbit`; `mbps` means megabytes per second, as in tc.
     pub rate: Rate,
     /// Bytes that may wait in the queue (tc `limit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,8 +253,14 @@ impl NetworkChaos {
     }
 
     pub fn validate(&self, path: &FieldPath, p: &mut Problems) {
-        use NetworkAction as A;
         self.selector.validate(&path.key("selector"), true, p);
+        self.validate_params(path, p);
+    }
+
+    /// Checks every fault parameter but not the selector, so that other selectors (the
+    /// Kubernetes pod selector) reuse the same rules and messages.
+    pub fn validate_params(&self, path: &FieldPath, p: &mut Problems) {
+        use NetworkAction as A;
         let given = [
             (
                 "loss",

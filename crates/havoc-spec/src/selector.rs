@@ -6,13 +6,14 @@
 
 use rand::seq::SliceRandom;
 use rand::Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
 use crate::path::FieldPath;
 
 /// How many of the matching targets are hit (Chaos Mesh `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// One target, chosen at random.

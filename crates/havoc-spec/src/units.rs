@@ -356,6 +356,59 @@ impl fmt::Display for Rate {
 
 text_value!(Rate, "a rate such as `10mbit` or `1gbit`");
 
+/// Implements `JsonSchema` as a string with a pattern, for the CRD schemas of the Kubernetes mode.
+/// Manifests write these values as strings (`"10"`, `"150ms"`), as Chaos Mesh's CRDs do.
+macro_rules! text_schema {
+    ($ty:ty, $name:expr, $pattern:expr, $description:expr) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": $pattern,
+                    "description": $description,
+                })
+            }
+        }
+    };
+}
+
+text_schema!(
+    HumanDuration,
+    "HumanDuration",
+    r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$",
+    "A duration with a unit: `150ms`, `30s`, `2m`, `1h30m`."
+);
+text_schema!(
+    Percent,
+    "Percent",
+    r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%?$",
+    "A percentage 0..100 written as a string: `\"25\"`, `\"2.5\"`."
+);
+text_schema!(
+    ByteSize,
+    "ByteSize",
+    r"^[0-9]+(\.[0-9]+)?\s*([kKmMgGtT][iI]?)?[bB]?$",
+    "A size in bytes: `512`, `64KB`, `64KiB`, `256MiB`, `1GiB`."
+);
+text_schema!(
+    MemorySize,
+    "MemorySize",
+    r"^([0-9]+(\.[0-9]+)?\s*([kKmMgGtT][iI]?)?[bB]?|[0-9]+(\.[0-9]+)?%)$",
+    "Memory to hold: a size (`256MiB`, `1GB`) or a percentage of the container's memory limit (`50%`)."
+);
+text_schema!(
+    Rate,
+    "Rate",
+    r"^[0-9]+(\.[0-9]+)?\s*[kKmMgG]?([bB][iI][tT]|[bB][pP][sS])$",
+    "A data rate: `100kbit`, `10mbit`, `1gbit`, `10mbps` (tc units; bps = bytes per second)."
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

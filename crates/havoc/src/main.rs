@@ -36,6 +36,19 @@ enum Command {
     /// Run a bundled experiment in a sandbox havoc builds (two network namespaces, a web service
     /// and its client), print the report, and remove the sandbox.
     Demo(cmd::demo::Args),
+    /// Run the node agent (gRPC with mutual TLS) that does node-level work for the operator,
+    /// or, with --sidecar, a probability loop inside an application's pod.
+    Agent(cmd::agent::Args),
+    /// Run the Kubernetes operator (PodChaos, NetworkChaos, StressChaos).
+    Operator(cmd::operator::Args),
+    /// Print the CustomResourceDefinitions as YAML (for kubectl apply).
+    Crds(cmd::crds::Args),
+    /// Convert Chaos Mesh manifests to havoc.dev ones (unsupported fields are errors).
+    Convert(cmd::convert::Args),
+    /// Create a CA and the agent's and operator's mutual-TLS certificates.
+    Certs(cmd::certs::Args),
+    /// Print everything a cluster needs (namespace, CRDs, RBAC, operator, agents).
+    Install(cmd::install::Args),
     #[command(name = "__watchdog", hide = true)]
     Watchdog {
         #[arg(long)]
@@ -73,6 +86,12 @@ fn main() -> ExitCode {
         Command::Recover(args) => cmd::recover::run(args, &cli.state_dir),
         Command::Halt(args) => cmd::halt::run(args, &cli.state_dir),
         Command::Demo(args) => cmd::demo::run(args, &cli.state_dir, started),
+        Command::Agent(args) => cmd::agent::run(args, &cli.state_dir),
+        Command::Operator(args) => cmd::operator::run(args),
+        Command::Crds(args) => cmd::crds::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Certs(args) => cmd::certs::run(args),
+        Command::Install(args) => cmd::install::run(args),
         Command::Watchdog { journal } => {
             return ExitCode::from(havoc_engine::watchdog::watchdog_main(journal) as u8)
         }

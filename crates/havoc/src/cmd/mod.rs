@@ -1,7 +1,13 @@
 //! One module per subcommand.
 
+pub mod agent;
+pub mod certs;
+pub mod convert;
+pub mod crds;
 pub mod demo;
 pub mod halt;
+pub mod install;
+pub mod operator;
 pub mod recover;
 pub mod run;
 pub mod validate;

@@ -1,0 +1,1170 @@
+//! The chaos custom resources: `PodChaos`, `NetworkChaos` and `StressChaos` in `havoc.dev/v1alpha1`.
+//!
+//! Field names follow Chaos Mesh v1alpha1, so its manifests need only a new `apiVersion`.
+//! NetworkChaos and StressChaos reuse host mode's fault parameter structs from `havoc-spec`
+//! (`loss`, `delay`, `stressors`...), so a fault means the same thing on a host and in a cluster;
+//! only the selector differs. Cross-field rules are CEL `x-kubernetes-validations` in the CRD
+//! (checked by the API server at `kubectl apply`) and the same rules in Rust (`validate_spec`
+//! methods), used by `havoc validate` and by the operator before acting.
+
+use std::time::Duration;
+
+use havoc_spec::error::Problems;
+use havoc_spec::network::{
+    BandwidthSpec, CorruptSpec, DelaySpec, Direction, DuplicateSpec, GilbertElliott, LossModel,
+    LossSpec, NetworkAction, Protocol,
+};
+use havoc_spec::selector::validate_mode;
+use havoc_spec::stress::Stressors;
+use havoc_spec::units::HumanDuration;
+use havoc_spec::{FaultSpec, FieldPath, SpecError, SpecErrors};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::selector::{Mode, PodSelector};
+use crate::status::ChaosStatus;
+use crate::{stable_seed, ChaosAction, ChaosObject};
+
+/// The API group of Havoc's resources.
+pub const GROUP: &str = "havoc.dev";
+/// The version of Havoc's resources.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of Havoc's resources.
+pub const API_VERSION: &str = "havoc.dev/v1alpha1";
+
+/// The longest duration a chaos object may ask for.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What a PodChaos does to each selected pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodAction {
+    /// Delete the pod (its controller recreates it).
+    PodKill,
+    /// Make the pod's containers fail to run for `duration`.
+    PodFailure,
+    /// Kill the named containers (SIGKILL to their init process); the kubelet restarts them.
+    ContainerKill,
+}
+
+impl PodAction {
+    /// The manifest spelling: `pod-kill`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PodAction::PodKill => "pod-kill",
+            PodAction::PodFailure => "pod-failure",
+            PodAction::ContainerKill => "container-kill",
+        }
+    }
+}
+
+/// Kills pods or containers, or makes pods fail, in the selected pods.
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "havoc.dev",
+    version = "v1alpha1",
+    kind = "PodChaos",
+    plural = "podchaos",
+    namespaced,
+    status = "ChaosStatus",
+    derive = "PartialEq",
+    shortname = "hpc",
+    category = "havoc",
+    category = "chaos",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "Kills pods or containers, or makes pods fail (havoc.dev)."
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(RULE_VALUE_REQUIRED).message(MSG_VALUE_REQUIRED),
+    validation = Rule::new(RULE_VALUE_UNUSED).message(MSG_VALUE_UNUSED),
+    validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
+    validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
+    validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
+    validation = Rule::new("self.action == 'pod-kill' || !has(self.gracePeriod)")
+        .message("gracePeriod only applies to action pod-kill"),
+    validation = Rule::new("self.action != 'container-kill' || (has(self.containerNames) && size(self.containerNames) > 0)")
+        .message("containerNames is required with action container-kill: name the containers to kill"),
+    validation = Rule::new("self.action == 'container-kill' || !has(self.containerNames) || size(self.containerNames) == 0")
+        .message("containerNames only applies to action container-kill"),
+)]
+pub struct PodChaosSpec {
+    /// `pod-kill`, `pod-failure` or `container-kill`.
+    pub action: PodAction,
+    /// Which pods are candidates.
+    pub selector: PodSelector,
+    /// How many candidates are hit: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+    /// How long the fault lasts (pod-failure); pod-kill and container-kill act once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Seed of the random choice of pods; default: derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Seconds the pod has to stop (pod-kill only); default: the pod's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub grace_period: Option<i64>,
+    /// Containers to kill (container-kill, required there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_names: Vec<String>,
+}
+
+/// Network faults (loss, delay, duplication, corruption, partition, bandwidth) in the selected pods.
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "havoc.dev",
+    version = "v1alpha1",
+    kind = "NetworkChaos",
+    plural = "networkchaos",
+    namespaced,
+    status = "ChaosStatus",
+    derive = "PartialEq",
+    shortname = "hnc",
+    category = "havoc",
+    category = "chaos",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "Network faults in the selected pods' network namespaces (havoc.dev)."
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(RULE_VALUE_REQUIRED).message(MSG_VALUE_REQUIRED),
+    validation = Rule::new(RULE_VALUE_UNUSED).message(MSG_VALUE_UNUSED),
+    validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
+    validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
+    validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
+    validation = Rule::new("!has(self.target)")
+        .message("target (the other side of the traffic) is not supported yet: use externalTargets with IP addresses or CIDRs"),
+    validation = Rule::new("self.action != 'loss' || has(self.loss) || has(self.gilbertElliott)")
+        .message("action loss needs loss (or lossModel gilbertElliott with gilbertElliott)"),
+    validation = Rule::new("self.action != 'delay' || has(self.delay)")
+        .message("action delay needs delay"),
+    validation = Rule::new("self.action != 'duplicate' || has(self.duplicate)")
+        .message("action duplicate needs duplicate"),
+    validation = Rule::new("self.action != 'corrupt' || has(self.corrupt)")
+        .message("action corrupt needs corrupt"),
+    validation = Rule::new("self.action != 'bandwidth' || has(self.bandwidth)")
+        .message("action bandwidth needs bandwidth"),
+    validation = Rule::new("self.action != 'netem' || has(self.loss) || has(self.gilbertElliott) || has(self.delay) || has(self.duplicate) || has(self.corrupt) || has(self.bandwidth)")
+        .message("action netem needs at least one of loss, delay, duplicate, corrupt, bandwidth"),
+    validation = Rule::new("self.action in ['loss', 'netem'] || !(has(self.loss) || has(self.gilbertElliott))")
+        .message("loss only applies to actions loss and netem"),
+    validation = Rule::new("self.action in ['delay', 'netem'] || !has(self.delay)")
+        .message("delay only applies to actions delay and netem"),
+    validation = Rule::new("self.action in ['duplicate', 'netem'] || !has(self.duplicate)")
+        .message("duplicate only applies to actions duplicate and netem"),
+    validation = Rule::new("self.action in ['corrupt', 'netem'] || !has(self.corrupt)")
+        .message("corrupt only applies to actions corrupt and netem"),
+    validation = Rule::new("self.action in ['bandwidth', 'netem'] || !has(self.bandwidth)")
+        .message("bandwidth only applies to actions bandwidth and netem"),
+)]
+pub struct NetworkChaosSpec {
+    /// `loss`, `delay`, `duplicate`, `corrupt`, `partition`, `bandwidth`, or `netem` (several at once).
+    pub action: NetworkAction,
+    /// Which pods are candidates.
+    pub selector: PodSelector,
+    /// How many candidates are hit: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+    /// How long the fault lasts; default: until the object is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Seed of the random choice of pods; default: derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Which packets, seen from the pod: `to` (sent), `from` (received), `both`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Chaos Mesh's other side of the traffic: not supported yet (rejected with a message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved_object")]
+    pub target: Option<serde_json::Value>,
+    /// Only traffic to/from these IP addresses or CIDRs (default: all traffic).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_targets: Vec<String>,
+    /// Interface inside the pod (default: every non-loopback interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Only these remote or local ports (TCP/UDP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 1)))]
+    pub ports: Vec<u16>,
+    /// Only these protocols: `tcp`, `udp`, `icmp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<Protocol>,
+    /// Drop packets at random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossSpec>,
+    /// `bernoulli` (independent, with `loss`) or `gilbertElliott` (bursts, with `gilbertElliott`).
+    #[serde(default)]
+    pub loss_model: LossModel,
+    /// Parameters of the Gilbert–Elliott burst loss model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gilbert_elliott: Option<GilbertElliott>,
+    /// Delay packets, with jitter and optional reordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelaySpec>,
+    /// Duplicate packets at random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<DuplicateSpec>,
+    /// Corrupt packets at random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptSpec>,
+    /// Limit the bandwidth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<BandwidthSpec>,
+}
+
+/// CPU and memory pressure in the selected pods' containers.
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "havoc.dev",
+    version = "v1alpha1",
+    kind = "StressChaos",
+    plural = "stresschaos",
+    namespaced,
+    status = "ChaosStatus",
+    derive = "PartialEq",
+    shortname = "hsc",
+    category = "havoc",
+    category = "chaos",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".spec.duration"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "CPU and memory pressure in the selected pods' containers (havoc.dev)."
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(RULE_VALUE_REQUIRED).message(MSG_VALUE_REQUIRED),
+    validation = Rule::new(RULE_VALUE_UNUSED).message(MSG_VALUE_UNUSED),
+    validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
+    validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
+    validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
+    validation = Rule::new("has(self.stressors.cpu) || has(self.stressors.memory)")
+        .message("give at least one stressor: stressors.cpu or stressors.memory"),
+)]
+pub struct StressChaosSpec {
+    /// Which pods are candidates.
+    pub selector: PodSelector,
+    /// How many candidates are hit: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+    /// How long the stress lasts; default: until the object is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Seed of the random choice of pods; default: derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// CPU and memory stressors (at least one).
+    pub stressors: Stressors,
+    /// Containers whose cgroups are stressed (default: every container of the pod).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_names: Vec<String>,
+}
+
+const RULE_VALUE_REQUIRED: &str =
+    "!has(self.mode) || self.mode in ['one', 'all'] || has(self.value)";
+const MSG_VALUE_REQUIRED: &str =
+    "value is required with modes fixed (a count), fixed-percent and random-max-percent (a percentage)";
+const RULE_VALUE_UNUSED: &str =
+    "!has(self.value) || self.value == '' || (has(self.mode) && !(self.mode in ['one', 'all']))";
+const MSG_VALUE_UNUSED: &str =
+    "value is only used with modes fixed, fixed-percent and random-max-percent: remove it or change mode";
+const RULE_VALUE_FIXED: &str =
+    "!has(self.mode) || self.mode != 'fixed' || !has(self.value) || self.value.matches('^[1-9][0-9]*$')";
+const MSG_VALUE_FIXED: &str = "value must be a whole number >= 1 with mode fixed, e.g. \"3\"";
+const RULE_VALUE_PERCENT: &str = "!has(self.mode) || !(self.mode in ['fixed-percent', 'random-max-percent']) || !has(self.value) || self.value.matches('^([1-9][0-9]?|100)%?$')";
+const MSG_VALUE_PERCENT: &str =
+    "value must be a percentage 1..100 with modes fixed-percent and random-max-percent, e.g. \"50\"";
+
+const RULE_DURATION: &str = "!has(self.duration) || (duration(self.duration) > duration('0s') && duration(self.duration) <= duration('168h'))";
+const MSG_DURATION: &str = "duration must be greater than 0 and at most 7 days (168h), e.g. \"30s\"; leave it out to run until deleted";
+
+fn preserved_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "Not supported yet: the API server rejects objects that set it.",
+    })
+}
+
+/// The three CRDs, for `havoc crds` and for installing.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![PodChaos::crd(), NetworkChaos::crd(), StressChaos::crd()]
+}
+
+/// The CRDs as a multi-document YAML stream (`---` between documents).
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|c| serde_yaml_ng::to_string(c).expect("a CRD serializes to YAML"))
+        .map(|y| format!("---\n{y}"))
+        .collect()
+}
+
+fn validate_common(
+    mode: havoc_spec::Mode,
+    value: Option<&str>,
+    duration: Option<HumanDuration>,
+    selector: &PodSelector,
+    sp: &FieldPath,
+    p: &mut Problems,
+) {
+    selector.validate(&sp.key("selector"), p);
+    validate_mode(mode, value, sp, p);
+    if let Some(d) = duration {
+        if d.0.is_zero() || d.0 > MAX_DURATION {
+            p.add(&sp.key("duration"), MSG_DURATION);
+        }
+    }
+}
+
+fn mode_of(mode: havoc_spec::Mode, value: Option<&str>) -> Mode {
+    // Validation reports a bad value; acting on an unvalidated one selects nothing rather than guess.
+    Mode::from_spec(mode, value).unwrap_or(match mode {
+        havoc_spec::Mode::One => Mode::One,
+        havoc_spec::Mode::All => Mode::All,
+        havoc_spec::Mode::Fixed => Mode::Fixed(0),
+        havoc_spec::Mode::FixedPercent => Mode::FixedPercent(0),
+        havoc_spec::Mode::RandomMaxPercent => Mode::RandomMaxPercent(0),
+    })
+}
+
+fn into_errors(p: Problems) -> Result<(), SpecErrors> {
+    if p.is_empty() {
+        return Ok(());
+    }
+    Err(SpecErrors(
+        p.into_vec()
+            .into_iter()
+            .map(|(path, message)| SpecError {
+                path,
+                pos: Default::default(),
+                message,
+            })
+            .collect(),
+    ))
+}
+
+impl PodChaosSpec {
+    /// The rules of the CRD's CEL validations and more; `sp` is the spec's path (`spec`).
+    pub fn validate_spec(&self, sp: &FieldPath, p: &mut Problems) {
+        validate_common(
+            self.mode,
+            self.value.as_deref(),
+            self.duration,
+            &self.selector,
+            sp,
+            p,
+        );
+        if self.grace_period.is_some() && self.action != PodAction::PodKill {
+            p.add(
+                &sp.key("gracePeriod"),
+                "gracePeriod only applies to action pod-kill",
+            );
+        }
+        if let Some(g) = self.grace_period {
+            if g < 0 {
+                p.add(
+                    &sp.key("gracePeriod"),
+                    format!("must be 0 or more seconds, got {g}"),
+                );
+            }
+        }
+        match self.action {
+            PodAction::ContainerKill if self.container_names.is_empty() => p.add(
+                &sp.key("containerNames"),
+                "containerNames is required with action container-kill: name the containers to kill",
+            ),
+            PodAction::PodKill | PodAction::PodFailure if !self.container_names.is_empty() => p.add(
+                &sp.key("containerNames"),
+                format!("containerNames only applies to action container-kill, not {}", self.action.name()),
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl NetworkChaosSpec {
+    /// The host-mode fault with these parameters (its host selector is empty: the agent targets
+    /// the pod's network namespace).
+    pub fn fault(&self) -> havoc_spec::network::NetworkChaos {
+        havoc_spec::network::NetworkChaos {
+            action: self.action,
+            selector: Default::default(),
+            direction: self.direction,
+            external_targets: self.external_targets.clone(),
+            device: self.device.clone(),
+            ports: self.ports.clone(),
+            protocols: self.protocols.clone(),
+            loss: self.loss.clone(),
+            loss_model: self.loss_model,
+            gilbert_elliott: self.gilbert_elliott.clone(),
+            delay: self.delay.clone(),
+            duplicate: self.duplicate.clone(),
+            corrupt: self.corrupt.clone(),
+            bandwidth: self.bandwidth.clone(),
+        }
+    }
+
+    /// The rules of the CRD's CEL validations and host mode's parameter rules.
+    pub fn validate_spec(&self, sp: &FieldPath, p: &mut Problems) {
+        validate_common(
+            self.mode,
+            self.value.as_deref(),
+            self.duration,
+            &self.selector,
+            sp,
+            p,
+        );
+        if self.target.is_some() {
+            p.add(
+                &sp.key("target"),
+                "target (the other side of the traffic) is not supported yet: use externalTargets with IP addresses or CIDRs",
+            );
+        }
+        self.fault().validate_params(sp, p);
+    }
+}
+
+impl StressChaosSpec {
+    /// The host-mode fault with these stressors (its host selector is empty: the agent targets
+    /// the pod's containers).
+    pub fn fault(&self) -> havoc_spec::stress::StressChaos {
+        havoc_spec::stress::StressChaos {
+            selector: Default::default(),
+            stressors: self.stressors.clone(),
+        }
+    }
+
+    /// The rules of the CRD's CEL validations and host mode's stressor rules.
+    pub fn validate_spec(&self, sp: &FieldPath, p: &mut Problems) {
+        validate_common(
+            self.mode,
+            self.value.as_deref(),
+            self.duration,
+            &self.selector,
+            sp,
+            p,
+        );
+        self.stressors.validate(&sp.key("stressors"), p);
+    }
+}
+
+/// The seed of an object: its spec's, else a stable hash of its uid (else of namespace/name).
+fn seed_of(spec_seed: Option<u64>, meta: &kube::core::ObjectMeta) -> u64 {
+    spec_seed.unwrap_or_else(|| match &meta.uid {
+        Some(uid) => stable_seed(uid),
+        None => stable_seed(&format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )),
+    })
+}
+
+macro_rules! common_impl {
+    () => {
+        fn selector(&self) -> &PodSelector {
+            &self.spec.selector
+        }
+        fn mode(&self) -> Mode {
+            mode_of(self.spec.mode, self.spec.value.as_deref())
+        }
+        fn duration(&self) -> Option<Duration> {
+            self.spec.duration.map(|d| d.0)
+        }
+        fn seed(&self) -> u64 {
+            seed_of(self.spec.seed, &self.metadata)
+        }
+        fn status(&self) -> Option<&ChaosStatus> {
+            self.status.as_ref()
+        }
+        fn status_mut(&mut self) -> &mut Option<ChaosStatus> {
+            &mut self.status
+        }
+        fn validate(&self) -> Result<(), SpecErrors> {
+            let mut p = Problems::new();
+            self.spec
+                .validate_spec(&FieldPath::root().key("spec"), &mut p);
+            into_errors(p)
+        }
+    };
+}
+
+impl ChaosObject for PodChaos {
+    common_impl!();
+
+    fn action(&self) -> ChaosAction {
+        match self.spec.action {
+            PodAction::PodKill => ChaosAction::PodKill {
+                grace_period_seconds: self.spec.grace_period,
+            },
+            PodAction::PodFailure => ChaosAction::PodFailure,
+            PodAction::ContainerKill => ChaosAction::ContainerKill {
+                container_names: self.spec.container_names.clone(),
+            },
+        }
+    }
+
+    fn action_name(&self) -> String {
+        self.spec.action.name().to_string()
+    }
+}
+
+impl ChaosObject for NetworkChaos {
+    common_impl!();
+
+    fn action(&self) -> ChaosAction {
+        ChaosAction::Agent {
+            fault: FaultSpec::NetworkChaos(self.spec.fault()),
+            container_names: Vec::new(),
+        }
+    }
+
+    fn action_name(&self) -> String {
+        let s = FaultSpec::NetworkChaos(self.spec.fault()).summary();
+        if s.is_empty() {
+            havoc_spec::network::action_name(self.spec.action).to_string()
+        } else {
+            s
+        }
+    }
+}
+
+impl ChaosObject for StressChaos {
+    common_impl!();
+
+    fn action(&self) -> ChaosAction {
+        ChaosAction::Agent {
+            fault: FaultSpec::StressChaos(self.spec.fault()),
+            container_names: self.spec.container_names.clone(),
+        }
+    }
+
+    fn action_name(&self) -> String {
+        FaultSpec::StressChaos(self.spec.fault()).summary()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value as J;
+
+    fn schema_of(crd: &CustomResourceDefinition) -> J {
+        let v = &crd.spec.versions[0];
+        serde_json::to_value(
+            v.schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Every node of a structural schema has a type (or is int-or-string / preserves unknown
+    /// fields), and there is no `$ref`, no `anyOf`/`oneOf`/`allOf` carrying types, and no
+    /// `additionalProperties` beside `properties`.
+    fn assert_structural(s: &J, path: &str) {
+        let o = s
+            .as_object()
+            .unwrap_or_else(|| panic!("{path}: schema is not an object: {s}"));
+        assert!(!o.contains_key("$ref"), "{path}: $ref");
+        for k in ["anyOf", "oneOf", "allOf", "not"] {
+            assert!(
+                !o.contains_key(k),
+                "{path}: {k} in a structural schema: {s}"
+            );
+        }
+        let special = o.get("x-kubernetes-int-or-string") == Some(&J::Bool(true))
+            || o.get("x-kubernetes-preserve-unknown-fields") == Some(&J::Bool(true));
+        assert!(o.contains_key("type") || special, "{path}: no type: {s}");
+        assert!(
+            !(o.contains_key("properties") && o.contains_key("additionalProperties")),
+            "{path}: properties and additionalProperties together"
+        );
+        if let Some(J::Object(props)) = o.get("properties") {
+            assert_eq!(o.get("type"), Some(&J::String("object".into())), "{path}");
+            for (k, v) in props {
+                assert_structural(v, &format!("{path}.{k}"));
+            }
+        }
+        if let Some(items) = o.get("items") {
+            assert_eq!(o.get("type"), Some(&J::String("array".into())), "{path}");
+            assert_structural(items, &format!("{path}[]"));
+        }
+        if let Some(ap @ J::Object(_)) = o.get("additionalProperties") {
+            assert_structural(ap, &format!("{path}{{}}"));
+        }
+    }
+
+    #[test]
+    fn crds_yaml_holds_the_three_crds() {
+        let yaml = crds_yaml();
+        let docs: Vec<CustomResourceDefinition> = serde_yaml_ng::Deserializer::from_str(&yaml)
+            .map(|d| CustomResourceDefinition::deserialize(d).expect("a CRD document"))
+            .collect();
+        let names: Vec<&str> = docs
+            .iter()
+            .map(|c| c.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "podchaos.havoc.dev",
+                "networkchaos.havoc.dev",
+                "stresschaos.havoc.dev"
+            ]
+        );
+        for (crd, short) in docs.iter().zip(["hpc", "hnc", "hsc"]) {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.scope, "Namespaced");
+            assert_eq!(
+                crd.spec.names.short_names.as_deref(),
+                Some(&[short.to_string()][..])
+            );
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&["havoc".to_string(), "chaos".to_string()][..])
+            );
+            let v = &crd.spec.versions[0];
+            assert_eq!(v.name, VERSION);
+            assert!(
+                v.subresources.as_ref().unwrap().status.is_some(),
+                "status subresource"
+            );
+            let cols: Vec<&str> = v
+                .additional_printer_columns
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|c| c.json_path.as_str())
+                .collect();
+            assert!(
+                cols.contains(&".status.phase")
+                    && cols.contains(&".spec.mode")
+                    && cols.contains(&".metadata.creationTimestamp"),
+                "{cols:?}"
+            );
+            assert_structural(&schema_of(crd), crd.spec.names.kind.as_str());
+        }
+        let spec = &schema_of(&docs[1])["properties"]["spec"];
+        assert!(
+            spec["properties"]["loss"]["properties"]["loss"]["pattern"].is_string(),
+            "Percent is a string with a pattern"
+        );
+        assert_eq!(spec["properties"]["mode"]["enum"][4], "random-max-percent");
+        assert!(
+            spec["description"]
+                .as_str()
+                .unwrap()
+                .contains("Network faults"),
+            "descriptions come from doc comments"
+        );
+    }
+
+    #[test]
+    fn value_patterns_accept_what_the_parsers_accept() {
+        let props = schema_of(&NetworkChaos::crd())["properties"]["spec"]["properties"].clone();
+        let pattern = |p: &J| regex::Regex::new(p["pattern"].as_str().unwrap()).unwrap();
+        let percent = pattern(&props["loss"]["properties"]["loss"]);
+        let duration = pattern(&props["duration"]);
+        let rate = pattern(&props["bandwidth"]["properties"]["rate"]);
+        let size = pattern(&props["bandwidth"]["properties"]["limit"]);
+        type Parse = fn(&str) -> bool;
+        let cases: [(&regex::Regex, Parse, &[&str], &[&str]); 4] = [
+            (
+                &percent,
+                |s| s.parse::<havoc_spec::units::Percent>().is_ok(),
+                &["0", "25", "2.5", "100", "50%", "100.0"],
+                &["101", "150", "-1", "ten", "1e2"],
+            ),
+            (
+                &duration,
+                |s| s.parse::<HumanDuration>().is_ok(),
+                &["0", "150ms", "30s", "1h30m", "2.5s", "10us"],
+                &["10", "1d", "ms", "-1s"],
+            ),
+            (
+                &rate,
+                |s| s.parse::<havoc_spec::units::Rate>().is_ok(),
+                &["1mbit", "100kbit", "10mbps", "1gbit", "8bps"],
+                &["1", "fast", "1mb"],
+            ),
+            (
+                &size,
+                |s| s.parse::<havoc_spec::units::ByteSize>().is_ok(),
+                &["512", "64KB", "64KiB", "256MiB", "1GB"],
+                &["big", "1XB"],
+            ),
+        ];
+        for (re, parses, good, bad) in cases {
+            for g in good {
+                assert!(
+                    re.is_match(g) && parses(g),
+                    "`{g}` should pass pattern {re} and parse"
+                );
+            }
+            for b in bad {
+                assert!(!re.is_match(b), "`{b}` should fail pattern {re}");
+            }
+        }
+    }
+
+    /// (kind index, message of the CEL rule, a spec violating it). The Rust validation must
+    /// report the same problem, so `havoc validate` and `kubectl apply` agree.
+    fn cel_cases() -> Vec<(usize, &'static str, J)> {
+        let sel = serde_json::json!({"namespaces": ["shop"]});
+        let pod = |extra: J| {
+            let mut s = serde_json::json!({"action": "pod-kill", "selector": sel});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
+        let net = |extra: J| {
+            let mut s =
+                serde_json::json!({"action": "loss", "selector": sel, "loss": {"loss": "10"}});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
+        let stress = |extra: J| {
+            let mut s = serde_json::json!({"selector": sel, "stressors": {"cpu": {"workers": 1}}});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
+        use serde_json::json;
+        vec![
+            (
+                0,
+                "containerNames only applies to action container-kill",
+                pod(json!({"containerNames": ["app"]})),
+            ),
+            (0, MSG_DURATION, pod(json!({"duration": "0s"}))),
+            (1, MSG_DURATION, net(json!({"duration": "169h"}))),
+            (2, MSG_DURATION, stress(json!({"duration": "0"}))),
+            (0, MSG_VALUE_REQUIRED, pod(json!({"mode": "fixed"}))),
+            (
+                0,
+                MSG_VALUE_UNUSED,
+                pod(json!({"mode": "all", "value": "3"})),
+            ),
+            (
+                0,
+                MSG_VALUE_FIXED,
+                pod(json!({"mode": "fixed", "value": "0"})),
+            ),
+            (
+                0,
+                MSG_VALUE_PERCENT,
+                pod(json!({"mode": "fixed-percent", "value": "101"})),
+            ),
+            (
+                0,
+                "gracePeriod only applies to action pod-kill",
+                pod(json!({"action": "pod-failure", "gracePeriod": 5})),
+            ),
+            (
+                0,
+                "containerNames is required with action container-kill",
+                pod(json!({"action": "container-kill"})),
+            ),
+            (
+                1,
+                MSG_VALUE_REQUIRED,
+                net(json!({"mode": "random-max-percent"})),
+            ),
+            (
+                1,
+                MSG_VALUE_PERCENT,
+                net(json!({"mode": "random-max-percent", "value": "0"})),
+            ),
+            (
+                1,
+                "target (the other side of the traffic) is not supported yet",
+                net(json!({"target": {"mode": "all"}})),
+            ),
+            (1, "action loss needs loss", net(json!({"loss": null}))),
+            (
+                1,
+                "action delay needs delay",
+                net(json!({"action": "delay", "loss": null})),
+            ),
+            (
+                1,
+                "action duplicate needs duplicate",
+                net(json!({"action": "duplicate", "loss": null})),
+            ),
+            (
+                1,
+                "action corrupt needs corrupt",
+                net(json!({"action": "corrupt", "loss": null})),
+            ),
+            (
+                1,
+                "action bandwidth needs bandwidth",
+                net(json!({"action": "bandwidth", "loss": null})),
+            ),
+            (
+                1,
+                "action netem needs at least one of",
+                net(json!({"action": "netem", "loss": null})),
+            ),
+            (
+                1,
+                "loss only applies to actions loss and netem",
+                net(json!({"action": "partition"})),
+            ),
+            (
+                1,
+                "delay only applies to actions delay and netem",
+                net(json!({"delay": {"latency": "10ms"}})),
+            ),
+            (
+                1,
+                "duplicate only applies to actions duplicate and netem",
+                net(json!({"duplicate": {"duplicate": "5"}})),
+            ),
+            (
+                1,
+                "corrupt only applies to actions corrupt and netem",
+                net(json!({"corrupt": {"corrupt": "5"}})),
+            ),
+            (
+                1,
+                "bandwidth only applies to actions bandwidth and netem",
+                net(json!({"bandwidth": {"rate": "1mbit"}})),
+            ),
+            (
+                2,
+                MSG_VALUE_FIXED,
+                stress(json!({"mode": "fixed", "value": "two"})),
+            ),
+            (
+                2,
+                "give at least one stressor",
+                stress(json!({"stressors": {}})),
+            ),
+        ]
+    }
+
+    fn rust_problems(kind: usize, spec: J) -> Vec<String> {
+        let mut p = Problems::new();
+        let sp = FieldPath::root().key("spec");
+        match kind {
+            0 => serde_json::from_value::<PodChaosSpec>(spec)
+                .unwrap()
+                .validate_spec(&sp, &mut p),
+            1 => serde_json::from_value::<NetworkChaosSpec>(spec)
+                .unwrap()
+                .validate_spec(&sp, &mut p),
+            _ => serde_json::from_value::<StressChaosSpec>(spec)
+                .unwrap()
+                .validate_spec(&sp, &mut p),
+        }
+        p.into_vec()
+            .into_iter()
+            .map(|(path, m)| format!("{path}: {m}"))
+            .collect()
+    }
+
+    #[test]
+    fn every_cel_rule_is_in_the_crd_and_in_the_rust_validation() {
+        let crds = crds();
+        for (kind, message, spec) in cel_cases() {
+            let rules = &schema_of(&crds[kind])["properties"]["spec"]["x-kubernetes-validations"];
+            let present = rules.as_array().unwrap().iter().any(|r| {
+                r["message"].as_str().unwrap().starts_with(message) && r["rule"].is_string()
+            });
+            assert!(
+                present,
+                "kind {kind}: no CEL rule with message `{message}`: {rules:#}"
+            );
+            let problems = rust_problems(kind, spec.clone());
+            let normalized = |s: &str| s.replace("stressors: give", "give");
+            assert!(
+                problems.iter().any(|p| normalized(p).contains(message)
+                    || (message.starts_with("action ") && p.contains("is required with action"))
+                    || (message.contains("only applies")
+                        && p.contains("does not apply to action"))
+                    || (message == MSG_VALUE_REQUIRED
+                        && p.contains("value: is required with mode"))
+                    || (message == MSG_VALUE_UNUSED
+                        && p.contains("value is only used with modes"))
+                    || (message == MSG_VALUE_FIXED && p.contains("whole number >= 1"))
+                    || (message == MSG_VALUE_PERCENT && p.contains("percentage 1..=100"))),
+                "kind {kind}: Rust validation misses `{message}` for {spec}: {problems:?}"
+            );
+        }
+    }
+
+    fn strip_nulls(v: &mut J) {
+        if let J::Object(m) = v {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+    }
+
+    fn cel_check(kind: usize, spec: &J) -> Result<(), Vec<String>> {
+        let crd = &crds()[kind];
+        let mut spec = spec.clone();
+        strip_nulls(&mut spec);
+        let object = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": crd.spec.names.kind,
+            "metadata": {"name": "x", "namespace": "shop"},
+            "spec": spec,
+        });
+        kube::core::cel::Validator::new()
+            .validate(&schema_of(crd), &object, None)
+            .map_err(|e| e.into_vec().into_iter().map(|e| e.message).collect())
+    }
+
+    #[test]
+    fn the_cel_rules_compile_and_reject_what_they_say() {
+        // Evaluated by kube's CEL interpreter, with schema defaults applied as the API server does.
+        for (kind, message, spec) in cel_cases() {
+            let errors = cel_check(kind, &spec).expect_err(message);
+            assert!(
+                errors.iter().any(|e| e.starts_with(message)),
+                "kind {kind}: `{message}` not raised for {spec}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cel_rules_are_in_scope_and_within_the_cost_budget() {
+        use kube::core::cel::{analyze_rule, compile_schema, ScopeContext};
+        for crd in crds() {
+            let spec = schema_of(&crd)["properties"]["spec"].clone();
+            let compiled = compile_schema(&spec);
+            assert!(
+                !compiled.has_errors(),
+                "{}: {:?}",
+                crd.spec.names.kind,
+                compiled.compilation_errors()
+            );
+            for rule in spec["x-kubernetes-validations"].as_array().unwrap() {
+                let rule = rule["rule"].as_str().unwrap();
+                let warnings = analyze_rule(rule, &compiled, ScopeContext::CrdValidation);
+                assert!(
+                    warnings.is_empty(),
+                    "{}: `{rule}`: {warnings:?}",
+                    crd.spec.names.kind
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn valid_specs_pass_both_validations() {
+        use serde_json::json;
+        let sel = json!({"namespaces": ["shop"], "labelSelectors": {"app": "web"}});
+        let valid = [
+            (
+                0,
+                json!({"action": "container-kill", "selector": sel, "containerNames": ["app"], "mode": "fixed", "value": "2"}),
+            ),
+            (
+                0,
+                json!({"action": "pod-kill", "selector": sel, "gracePeriod": 0}),
+            ),
+            (
+                1,
+                json!({"action": "netem", "selector": sel, "mode": "fixed-percent", "value": "100", "delay": {"latency": "100ms", "jitter": "10ms"}, "loss": {"loss": "5"}, "duration": "30s"}),
+            ),
+            (
+                1,
+                json!({"action": "partition", "selector": sel, "direction": "both"}),
+            ),
+            (
+                1,
+                json!({"action": "loss", "selector": sel, "lossModel": "gilbertElliott", "gilbertElliott": {"p": "1", "r": "20"}}),
+            ),
+            (
+                2,
+                json!({"selector": sel, "mode": "all", "stressors": {"memory": {"size": "256MiB"}}, "duration": "1m"}),
+            ),
+            (
+                2,
+                json!({"selector": sel, "mode": "random-max-percent", "value": "1", "stressors": {"cpu": {"workers": 1}}}),
+            ),
+        ];
+        for (kind, spec) in valid {
+            assert_eq!(
+                cel_check(kind, &spec),
+                Ok(()),
+                "CEL rejects a valid spec: {spec}"
+            );
+            assert_eq!(rust_problems(kind, spec), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn network_spec_carries_every_host_fault_parameter() {
+        // Every field of host mode's NetworkChaos except its selector exists in the CRD spec.
+        let host = havoc_spec::network::NetworkChaos {
+            action: NetworkAction::Netem,
+            selector: Default::default(),
+            direction: Direction::Both,
+            external_targets: vec!["10.0.0.0/8".into()],
+            device: Some("eth0".into()),
+            ports: vec![80],
+            protocols: vec![Protocol::Tcp],
+            loss: Some(LossSpec {
+                loss: "5".parse().unwrap(),
+                correlation: "1".parse().unwrap(),
+            }),
+            loss_model: LossModel::Bernoulli,
+            gilbert_elliott: Some(GilbertElliott {
+                p: "1".parse().unwrap(),
+                r: "50".parse().unwrap(),
+                bad_loss: "100".parse().unwrap(),
+                good_loss: "0".parse().unwrap(),
+            }),
+            delay: Some(DelaySpec {
+                latency: "10ms".parse().unwrap(),
+                jitter: "1ms".parse().unwrap(),
+                correlation: Default::default(),
+                reorder: None,
+            }),
+            duplicate: Some(DuplicateSpec {
+                duplicate: "1".parse().unwrap(),
+                correlation: Default::default(),
+            }),
+            corrupt: Some(CorruptSpec {
+                corrupt: "1".parse().unwrap(),
+                correlation: Default::default(),
+                checksum: Default::default(),
+            }),
+            bandwidth: Some(BandwidthSpec {
+                rate: "1mbit".parse().unwrap(),
+                limit: None,
+                buffer: None,
+            }),
+        };
+        let mut v = serde_json::to_value(&host).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .insert("selector".into(), serde_json::json!({}));
+        let spec: NetworkChaosSpec =
+            serde_json::from_value(v).expect("host parameters fit the CRD spec");
+        assert_eq!(spec.fault(), host);
+        let props = schema_of(&NetworkChaos::crd())["properties"]["spec"]["properties"].clone();
+        for k in serde_json::to_value(&host)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(props.get(k).is_some(), "CRD schema lacks `{k}`");
+        }
+    }
+
+    fn object<K: kube::Resource<DynamicType = ()>>(mut o: K, uid: Option<&str>) -> K {
+        o.meta_mut().namespace = Some("shop".into());
+        o.meta_mut().uid = uid.map(str::to_string);
+        o
+    }
+
+    #[test]
+    fn chaos_objects_say_what_to_do() {
+        let spec: PodChaosSpec = serde_json::from_value(serde_json::json!({
+            "action": "pod-kill", "selector": {}, "mode": "fixed", "value": "2", "gracePeriod": 0
+        }))
+        .unwrap();
+        let a = object(PodChaos::new("kill", spec.clone()), Some("u-1"));
+        let b = object(PodChaos::new("kill", spec.clone()), Some("u-1"));
+        let c = object(PodChaos::new("kill", spec), Some("u-2"));
+        assert_eq!(a.seed(), b.seed(), "same uid, same seed");
+        assert_ne!(a.seed(), c.seed());
+        assert_eq!(a.mode(), Mode::Fixed(2));
+        assert_eq!(
+            a.action(),
+            ChaosAction::PodKill {
+                grace_period_seconds: Some(0)
+            }
+        );
+        assert_eq!(a.action_name(), "pod-kill");
+        assert!(a.validate().is_ok());
+        let mut seeded = a.clone();
+        seeded.spec.seed = Some(99);
+        assert_eq!(seeded.seed(), 99);
+
+        let net: NetworkChaosSpec = serde_json::from_value(serde_json::json!({
+            "action": "loss", "selector": {}, "loss": {"loss": "10"}, "duration": "30s"
+        }))
+        .unwrap();
+        let n = object(NetworkChaos::new("loss", net), Some("u-3"));
+        assert_eq!(n.action_name(), "loss 10%");
+        assert_eq!(n.duration(), Some(Duration::from_secs(30)));
+        match n.action() {
+            ChaosAction::Agent {
+                fault: FaultSpec::NetworkChaos(f),
+                container_names,
+            } => {
+                assert_eq!(f.loss.unwrap().loss.value(), 10.0);
+                assert!(container_names.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let stress: StressChaosSpec = serde_json::from_value(serde_json::json!({
+            "selector": {}, "mode": "fixed", "value": "x", "stressors": {"cpu": {"workers": 2, "load": 50}}, "containerNames": ["app"]
+        }))
+        .unwrap();
+        let s = object(StressChaos::new("cpu", stress), None);
+        assert_eq!(s.action_name(), "cpu 2x50%");
+        assert_eq!(s.mode(), Mode::Fixed(0), "an invalid value selects nothing");
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.0[0].path.to_string(), "spec.value");
+        assert!(
+            matches!(s.action(), ChaosAction::Agent { container_names, .. } if container_names == ["app"])
+        );
+    }
+}

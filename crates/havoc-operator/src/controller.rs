@@ -1,0 +1,1025 @@
+//! The kube glue: one `kube::runtime::Controller` per chaos kind, generic over [`ChaosObject`].
+//!
+//! [`reconcile`] reads the world (the object, its targets' pods, nodes), asks
+//! [`crate::plan::decide`] what to do, carries the steps out (API calls for PodChaos, the node
+//! agent for everything node-level), writes status with a merge patch on the status
+//! subresource and publishes an Event per transition. The finalizer [`FINALIZER`] is handled by
+//! `kube::runtime::finalizer`: deletion recovers every target first.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use havoc_api::v1::{InjectRequest, RecoverRequest, RenewRequest, Target as ApiTarget};
+use havoc_k8s::status::{self as st, ChaosStatus, Record, RecordPhase};
+use havoc_k8s::{ChaosAction, ChaosObject, NamespacePolicy, SelectionInput};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::agent::{fault_json, idempotency_key, AgentPool};
+use crate::metrics::Metrics;
+use crate::plan::{
+    self, decide, ActionKind, Clock, ExperimentPhase, LivePod, Observed, Phase, Step, TargetId,
+    FINALIZER, FORCE_CLEANUP_ANNOTATION, PAUSE_ANNOTATION,
+};
+
+/// Annotation on a pod under pod-failure holding its original images (`{"container": "image"}`).
+pub const ORIGINAL_IMAGES_ANNOTATION: &str = "havoc.dev/original-images";
+/// Image put in place by pod-failure: `.invalid` never resolves, so the container cannot start
+/// and no registry is needed.
+pub const DEFAULT_FAILURE_IMAGE: &str = "havoc.invalid/pod-failure:never-starts";
+
+/// What a reconcile can fail with; the message names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API call failed: {what}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Agent(String),
+    #[error("{failed} of {total} target(s) failed: {first}")]
+    Targets {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("object has no namespace")]
+    NoNamespace,
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// API client.
+    pub client: kube::Client,
+    /// The node agents.
+    pub agents: Arc<dyn AgentPool>,
+    /// Which namespaces may be touched.
+    pub policy: NamespacePolicy,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Lease ttl of agent injections.
+    pub lease_ttl: Duration,
+    /// Image used by pod-failure.
+    pub failure_image: String,
+    /// Consecutive failures per object (for backoff).
+    failures: Mutex<HashMap<String, u32>>,
+    /// Last phase per object (for the experiments gauge).
+    phases: Mutex<HashMap<String, &'static str>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("policy", &self.policy)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context; `failure_image` defaults to [`DEFAULT_FAILURE_IMAGE`] when empty.
+    pub fn new(
+        client: kube::Client,
+        agents: Arc<dyn AgentPool>,
+        policy: NamespacePolicy,
+        recorder: Recorder,
+        metrics: Metrics,
+        lease_ttl: Duration,
+    ) -> Self {
+        Context {
+            client,
+            agents,
+            policy,
+            recorder,
+            metrics,
+            lease_ttl,
+            failure_image: DEFAULT_FAILURE_IMAGE.into(),
+            failures: Mutex::new(HashMap::new()),
+            phases: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn object_key<K: ChaosObject>(o: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        o.meta().namespace.as_deref().unwrap_or_default(),
+        o.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Backoff after a failed reconcile: grows per object, never a hot loop.
+pub fn error_policy<K: ChaosObject>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(&*obj);
+    let n = {
+        let mut f = ctx.failures.lock().expect("failures");
+        let n = f.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    ctx.metrics.reconciled(&K::kind(&()), false);
+    let d = plan::backoff(n);
+    tracing::warn!(object = %key, failures = n, retry_in = ?d, error = %err, "reconcile failed");
+    Action::requeue(d)
+}
+
+/// Reconciles one chaos object (wrapped in the finalizer).
+pub async fn reconcile<K: ChaosObject>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.meta().namespace.clone().ok_or(Error::NoNamespace)?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = object_key(&*obj);
+    let r = finalizer(&api, FINALIZER, obj, |ev| async {
+        match ev {
+            FinalizerEvent::Apply(o) => apply(o, &ctx, false).await,
+            FinalizerEvent::Cleanup(o) => apply(o, &ctx, true).await,
+        }
+    })
+    .await;
+    match r {
+        Ok(a) => {
+            ctx.failures.lock().expect("failures").remove(&key);
+            ctx.metrics.reconciled(&K::kind(&()), true);
+            Ok(a)
+        }
+        Err(kube::runtime::finalizer::Error::ApplyFailed(e))
+        | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(e) => Err(Error::Finalizer(e.to_string())),
+    }
+}
+
+fn action_kind(a: &ChaosAction) -> ActionKind {
+    match a {
+        ChaosAction::PodKill { .. } | ChaosAction::ContainerKill { .. } => ActionKind::OneShot,
+        ChaosAction::PodFailure => ActionKind::Held,
+        ChaosAction::Agent { .. } => ActionKind::Leased,
+    }
+}
+
+fn container_names(a: &ChaosAction) -> Option<&[String]> {
+    match a {
+        ChaosAction::ContainerKill { container_names }
+        | ChaosAction::Agent {
+            container_names, ..
+        } => Some(container_names),
+        _ => None,
+    }
+}
+
+/// The container a container-level action hits in `pod`: the first named one that exists
+/// (the first container when no names are given).
+pub fn target_container(pod: &Pod, names: &[String]) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .find(|c| names.is_empty() || names.contains(&c.name))
+        .map(|c| c.name.clone())
+}
+
+fn container_ids(pod: &Pod) -> BTreeMap<String, String> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| Some((c.name.clone(), c.container_id.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How targets and live pods are matched: `namespace/name` (records keep no uid).
+fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn to_system(t: &Time) -> SystemTime {
+    let ms = t.0.as_millisecond().max(0) as u64;
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn to_time(t: SystemTime) -> Time {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// The plan's clock from status: started_at, the Paused condition and ends_at (which moves by
+/// each pause's length).
+pub fn clock_of(status: &ChaosStatus, duration: Option<Duration>) -> Clock {
+    let started = status.started_at.as_ref().map(to_system);
+    let paused_at = status
+        .condition(st::PAUSED)
+        .filter(|c| c.status == "True")
+        .map(|c| to_system(&c.last_transition_time));
+    let paused_for = match (started, status.ends_at.as_ref(), duration) {
+        (Some(s), Some(e), Some(d)) => to_system(e)
+            .duration_since(s)
+            .unwrap_or_default()
+            .saturating_sub(d),
+        _ => Duration::ZERO,
+    };
+    let finished = (status.phase == st::Phase::Finished)
+        .then(|| status.ends_at.as_ref().map(to_system).or(started))
+        .flatten();
+    Clock {
+        started,
+        paused_at,
+        paused_for,
+        finished,
+    }
+}
+
+fn record_phase(p: RecordPhase) -> Phase {
+    match p {
+        RecordPhase::Injecting => Phase::Pending,
+        RecordPhase::Injected | RecordPhase::Recovering => Phase::Injected,
+        RecordPhase::Recovered | RecordPhase::Gone => Phase::Recovered,
+        RecordPhase::Failed => Phase::Failed,
+    }
+}
+
+/// What the reconcile sees of the cluster around one object.
+struct World {
+    pods: Vec<Pod>,
+    nodes: Vec<Node>,
+}
+
+impl World {
+    fn pod(&self, key: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && pod_key(
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                ) == key
+        })
+    }
+
+    fn live(&self, names: Option<&[String]>) -> BTreeMap<String, LivePod> {
+        let nodes: BTreeSet<&str> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref())
+            .collect();
+        self.pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let node = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default();
+                let mut containers = container_ids(p);
+                if let Some(names) = names {
+                    let t = target_container(p, names);
+                    containers.retain(|k, _| Some(k) == t.as_ref());
+                }
+                (
+                    pod_key(
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                        p.metadata.name.as_deref().unwrap_or_default(),
+                    ),
+                    LivePod {
+                        // A pod not bound to a node (Pending) has no node to lose.
+                        node_exists: node.is_empty() || nodes.contains(node.as_str()),
+                        node,
+                        containers,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+fn targets_of(status: &ChaosStatus, world: &World, names: Option<&[String]>) -> Vec<plan::Target> {
+    status
+        .records
+        .iter()
+        .map(|r| {
+            let container = names
+                .and_then(|n| {
+                    world
+                        .pod(&pod_key(&r.namespace, &r.name))
+                        .and_then(|p| target_container(p, n))
+                })
+                .unwrap_or_default();
+            plan::Target {
+                id: TargetId {
+                    namespace: r.namespace.clone(),
+                    pod: r.name.clone(),
+                    pod_uid: pod_key(&r.namespace, &r.name),
+                    container,
+                },
+                node: r.node.clone(),
+                container_id: r.container_id.clone(),
+                phase: record_phase(r.phase),
+            }
+        })
+        .collect()
+}
+
+async fn load_world(
+    client: &kube::Client,
+    namespaces: impl IntoIterator<Item = String>,
+) -> Result<World, Error> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list nodes"))?
+        .items;
+    let mut pods = Vec::new();
+    for ns in namespaces.into_iter().collect::<BTreeSet<_>>() {
+        let list = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err(format!("list pods in {ns}")))?;
+        pods.extend(list.items);
+    }
+    Ok(World { pods, nodes })
+}
+
+fn truthy(obj: &impl Resource, key: &str) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| v == "true")
+}
+
+struct Run<'a, K: ChaosObject> {
+    obj: &'a K,
+    ctx: &'a Context,
+    status: ChaosStatus,
+    action: ChaosAction,
+    errors: Vec<String>,
+    events: Vec<(EventType, &'static str, String)>,
+    /// Why nothing was selected: kept on the Selected condition over the derived message.
+    selected_note: Option<(&'static str, String)>,
+}
+
+impl<K: ChaosObject> Run<'_, K> {
+    fn event(&mut self, t: EventType, reason: &'static str, msg: String) {
+        self.events.push((t, reason, msg));
+    }
+
+    fn record(&mut self, id: &TargetId) -> Option<&mut Record> {
+        self.status.find_mut(&id.namespace, &id.pod)
+    }
+
+    async fn select(&mut self) -> Result<Option<Action>, Error> {
+        let client = &self.ctx.client;
+        let ns_default = self.obj.meta().namespace.clone().unwrap_or_default();
+        let namespaces = Api::<Namespace>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err("list namespaces"))?
+            .items;
+        let sel = self.obj.selector();
+        let targets = sel.target_namespaces(&ns_default);
+        let allowed: Vec<String> = targets
+            .iter()
+            .filter(|t| {
+                namespaces.iter().any(|n| {
+                    n.metadata.name.as_deref() == Some(t.as_str())
+                        && self.ctx.policy.permits(n).is_ok()
+                })
+            })
+            .cloned()
+            .collect();
+        let world = load_world(client, allowed).await?;
+        let input = SelectionInput {
+            pods: &world.pods,
+            nodes: &world.nodes,
+            namespaces: &namespaces,
+        };
+        let selection = match havoc_k8s::select(
+            sel,
+            self.obj.mode(),
+            self.obj.seed(),
+            &ns_default,
+            &self.ctx.policy,
+            &input,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("spec.selector: {e}");
+                self.event(EventType::Warning, "Failed", msg.clone());
+                self.selected_note = Some(("InvalidSelector", msg));
+                return Ok(Some(Action::await_change()));
+            }
+        };
+        for r in &selection.refused {
+            self.event(
+                EventType::Warning,
+                "Refused",
+                format!("namespace {}: {}", r.namespace, r.reason),
+            );
+        }
+        let names = container_names(&self.action).map(<[String]>::to_vec);
+        for pod in &selection.pods {
+            let cid = names
+                .as_deref()
+                .and_then(|n| target_container(pod, n))
+                .and_then(|c| container_ids(pod).remove(&c))
+                .unwrap_or_default();
+            st::upsert_target(&mut self.status, pod, &cid);
+        }
+        if selection.pods.is_empty() {
+            let refused: Vec<String> = selection
+                .refused
+                .iter()
+                .map(|r| format!("{}: {}", r.namespace, r.reason))
+                .collect();
+            let msg = if refused.is_empty() {
+                format!(
+                    "no pod matched the selector ({} candidates)",
+                    selection.matched
+                )
+            } else {
+                format!(
+                    "no pod selected; refused namespaces: {}",
+                    refused.join("; ")
+                )
+            };
+            self.selected_note = Some(("NoPodsSelected", msg.clone()));
+            self.event(EventType::Warning, "Failed", msg);
+            return Ok(Some(Action::requeue(Duration::from_secs(30))));
+        }
+        self.event(
+            EventType::Normal,
+            "Selected",
+            format!(
+                "{} of {} matching pod(s) selected",
+                selection.pods.len(),
+                selection.matched
+            ),
+        );
+        Ok(None)
+    }
+
+    async fn inject(&mut self, world: &World, id: &TargetId, cid: &str) {
+        let started = Instant::now();
+        let Some(pod) = world.pod(&id.pod_uid).cloned() else {
+            if let Some(r) = self.record(id) {
+                st::mark_gone(r, plan::POD_DELETED);
+            }
+            return;
+        };
+        let result = self.inject_pod(&pod, id, cid).await;
+        let one_shot = action_kind(&self.action) == ActionKind::OneShot;
+        let Some(r) = self.record(id) else { return };
+        match result {
+            Ok(injection) => {
+                if !cid.is_empty() {
+                    r.container_id = st::short_container_id(cid);
+                }
+                st::mark_injected(r, injection.as_deref());
+                if one_shot {
+                    st::mark_recovered(r);
+                }
+                self.ctx.metrics.injected(started.elapsed());
+            }
+            Err(e) => {
+                st::mark_failed(r, &e);
+                self.errors
+                    .push(format!("{}/{}: {e}", id.namespace, id.pod));
+            }
+        }
+    }
+
+    /// Does the action to one pod; the agent's injection id for agent actions.
+    async fn inject_pod(
+        &self,
+        pod: &Pod,
+        id: &TargetId,
+        cid: &str,
+    ) -> Result<Option<String>, String> {
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &id.namespace);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        match &self.action {
+            ChaosAction::PodKill {
+                grace_period_seconds,
+            } => {
+                let dp = DeleteParams {
+                    grace_period_seconds: grace_period_seconds.map(|g| g.max(0) as u32),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match pods.delete(&id.pod, &dp).await {
+                    Ok(_) => Ok(None),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                    Err(e) => Err(format!("delete pod: {e}")),
+                }
+            }
+            ChaosAction::PodFailure => {
+                let patch = failure_patch(pod, &self.ctx.failure_image)?;
+                pods.patch(&id.pod, &PatchParams::default(), &Patch::Strategic(patch))
+                    .await
+                    .map(|_| None)
+                    .map_err(|e| format!("patch pod images: {e}"))
+            }
+            ChaosAction::ContainerKill { .. } | ChaosAction::Agent { .. } => {
+                let node = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .ok_or("the pod is not scheduled on a node yet")?;
+                if cid.is_empty() {
+                    return Err("the target container has not started".into());
+                }
+                let fault = match &self.action {
+                    ChaosAction::Agent { fault, .. } => {
+                        fault_json(fault).map_err(|e| format!("encode fault: {e}"))?
+                    }
+                    _ => crate::agent::container_kill_fault_json(),
+                };
+                let chaos_uid = self.obj.meta().uid.clone().unwrap_or_default();
+                let req = InjectRequest {
+                    idempotency_key: idempotency_key(&chaos_uid, &uid, cid, 0),
+                    fault_json: fault,
+                    target: Some(ApiTarget {
+                        kind: Some(havoc_api::v1::target::Kind::ContainerId(cid.to_string())),
+                    }),
+                    lease_ttl_ms: self.ctx.lease_ttl.as_millis().clamp(1000, 3_600_000) as u32,
+                    owner: format!(
+                        "{} {}/{}",
+                        K::kind(&()),
+                        self.obj.meta().namespace.as_deref().unwrap_or_default(),
+                        self.obj.meta().name.as_deref().unwrap_or_default()
+                    ),
+                };
+                self.ctx
+                    .agents
+                    .inject(&node, req)
+                    .await
+                    .map(|r| Some(r.injection_id))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn recover(&mut self, world: &World, id: &TargetId, then: Phase, best_effort: bool) {
+        let Some(rec) = self.status.find(&id.namespace, &id.pod).cloned() else {
+            return;
+        };
+        if let Some(r) = self.record(id) {
+            st::mark_recovering(r);
+        }
+        let result = match &self.action {
+            ChaosAction::PodFailure => match world.pod(&id.pod_uid) {
+                None => Ok(()),
+                Some(pod) => {
+                    let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &id.namespace);
+                    match restore_patch(pod) {
+                        None => Ok(()),
+                        Some(p) => match pods
+                            .patch(&id.pod, &PatchParams::default(), &Patch::Strategic(p))
+                            .await
+                        {
+                            Ok(_) => Ok(()),
+                            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                            Err(e) => Err(format!("restore pod images: {e}")),
+                        },
+                    }
+                }
+            },
+            ChaosAction::Agent { .. } => match &rec.injection_id {
+                Some(inj) => self
+                    .ctx
+                    .agents
+                    .recover(
+                        &rec.node,
+                        RecoverRequest {
+                            injection_id: inj.clone(),
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        if r.recovered {
+                            Ok(())
+                        } else {
+                            Err(format!("agent did not recover: {}", r.reason))
+                        }
+                    }),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        let Some(r) = self.record(id) else { return };
+        match result {
+            Ok(()) => {
+                st::mark_recovered(r);
+                if then == Phase::Pending {
+                    r.phase = RecordPhase::Injecting;
+                }
+            }
+            Err(e) if best_effort => {
+                st::mark_gone(r, &format!("force-cleanup: not recovered: {e}"));
+            }
+            Err(e) => {
+                st::mark_failed(r, &e);
+                self.errors
+                    .push(format!("{}/{}: {e}", id.namespace, id.pod));
+            }
+        }
+    }
+
+    async fn renew(&mut self) {
+        let ttl = self.ctx.lease_ttl.as_millis().clamp(1000, 3_600_000) as u32;
+        let held: Vec<(String, String, String, String)> = self
+            .status
+            .records
+            .iter()
+            .filter(|r| r.phase == RecordPhase::Injected)
+            .filter_map(|r| {
+                Some((
+                    r.namespace.clone(),
+                    r.name.clone(),
+                    r.node.clone(),
+                    r.injection_id.clone()?,
+                ))
+            })
+            .collect();
+        for (ns, name, node, id) in held {
+            let req = RenewRequest {
+                injection_id: id,
+                lease_ttl_ms: ttl,
+            };
+            if let Err(e) = self.ctx.agents.renew(&node, req).await {
+                let msg = format!("renew lease: {e}");
+                if let Some(r) = self.status.find_mut(&ns, &name) {
+                    r.last_error = Some(msg.clone());
+                }
+                self.errors.push(format!("{ns}/{name}: {msg}"));
+            }
+        }
+    }
+}
+
+/// The strategic merge patch that makes every container of `pod` fail: images swapped for
+/// `image`, originals kept in [`ORIGINAL_IMAGES_ANNOTATION`]. Idempotent: the originals already
+/// recorded are kept (never overwritten with the failure image).
+pub fn failure_patch(pod: &Pod, image: &str) -> Result<serde_json::Value, String> {
+    let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
+    let mut originals: BTreeMap<String, String> = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ORIGINAL_IMAGES_ANNOTATION))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    for c in &spec.containers {
+        if let Some(i) = &c.image {
+            if i != image {
+                originals.entry(c.name.clone()).or_insert_with(|| i.clone());
+            }
+        }
+    }
+    let containers: Vec<_> = spec
+        .containers
+        .iter()
+        .map(|c| json!({"name": c.name, "image": image}))
+        .collect();
+    Ok(json!({
+        "metadata": {"annotations": {
+            ORIGINAL_IMAGES_ANNOTATION: serde_json::to_string(&originals).map_err(|e| e.to_string())?
+        }},
+        "spec": {"containers": containers}
+    }))
+}
+
+/// The patch that restores the images recorded by [`failure_patch`] and removes the
+/// annotation; `None` when the pod carries no record (nothing to restore).
+pub fn restore_patch(pod: &Pod) -> Option<serde_json::Value> {
+    let originals: BTreeMap<String, String> = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ORIGINAL_IMAGES_ANNOTATION)
+        .and_then(|s| serde_json::from_str(s).ok())?;
+    let containers: Vec<_> = originals
+        .iter()
+        .map(|(n, i)| json!({"name": n, "image": i}))
+        .collect();
+    Some(json!({
+        "metadata": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: null}},
+        "spec": {"containers": containers}
+    }))
+}
+
+async fn apply<K: ChaosObject>(
+    obj: Arc<K>,
+    ctx: &Context,
+    deleting: bool,
+) -> Result<Action, Error> {
+    let action = obj.action();
+    let kind = action_kind(&action);
+    let names = container_names(&action).map(<[String]>::to_vec);
+    let before = obj.status().cloned().unwrap_or_default();
+    let mut run = Run {
+        obj: &*obj,
+        ctx,
+        status: before.clone(),
+        action,
+        errors: Vec::new(),
+        events: Vec::new(),
+        selected_note: None,
+    };
+    run.status.observed_generation = obj.meta().generation;
+    let spec = plan::Spec {
+        duration: obj.duration(),
+        kind,
+        lease_ttl: ctx.lease_ttl,
+    };
+    let mut requeue: Option<Action> = None;
+    let mut selected_now = false;
+    'outer: for _round in 0..2 {
+        let world = load_world(
+            &ctx.client,
+            run.status.records.iter().map(|r| r.namespace.clone()),
+        )
+        .await?;
+        let live = world.live(names.as_deref());
+        let targets = targets_of(&run.status, &world, names.as_deref());
+        let observed = Observed {
+            now: SystemTime::now(),
+            spec: spec.clone(),
+            deleting,
+            pause: truthy(&*obj, PAUSE_ANNOTATION),
+            force_cleanup: truthy(&*obj, FORCE_CLEANUP_ANNOTATION),
+            selected: selected_now
+                || !run.status.records.is_empty()
+                || run.status.started_at.is_some(),
+            targets: &targets,
+            clock: clock_of(&run.status, spec.duration),
+            live: &live,
+        };
+        let steps = decide(&observed);
+        tracing::debug!(object = %object_key(&*obj), ?steps, "decided");
+        for step in steps {
+            match step {
+                Step::Select => {
+                    if let Some(a) = run.select().await? {
+                        requeue = Some(a);
+                        break 'outer;
+                    }
+                    selected_now = true;
+                    continue 'outer;
+                }
+                Step::Inject { id, container_id } => run.inject(&world, &id, &container_id).await,
+                Step::RenewLeases => run.renew().await,
+                Step::Recover {
+                    id,
+                    then,
+                    best_effort,
+                } => {
+                    run.recover(&world, &id, then, best_effort).await;
+                    if !best_effort && !run.errors.is_empty() && deleting {
+                        break 'outer;
+                    }
+                }
+                Step::MarkGone { id, reason } => {
+                    if let Some(r) = run.record(&id) {
+                        st::mark_gone(r, reason);
+                    }
+                }
+                Step::SetClock(c) => {
+                    run.status.started_at = c.started.map(to_time);
+                    run.status.ends_at = plan::end_time(&spec, &c).map(to_time);
+                    let now = to_time(SystemTime::now());
+                    let was = run
+                        .status
+                        .condition(st::PAUSED)
+                        .is_some_and(|c| c.status == "True");
+                    if c.paused_at.is_some() != was {
+                        st::set_paused(&mut run.status, c.paused_at.is_some(), &now);
+                    }
+                }
+                Step::SetPhase(p) => {
+                    let key = object_key(&*obj);
+                    let mut phases = ctx.phases.lock().expect("phases");
+                    let old = phases.insert(key, p.as_str());
+                    ctx.metrics
+                        .phase_changed(&K::kind(&()), old, Some(p.as_str()));
+                    if p == ExperimentPhase::Deleting {
+                        // Gone from the gauge once deleted.
+                    }
+                }
+                Step::Event { reason, message } => run.event(EventType::Normal, reason, message),
+                Step::RemoveFinalizer => {
+                    requeue = Some(Action::await_change());
+                }
+                Step::RequeueAfter(d) => requeue = Some(Action::requeue(d)),
+            }
+        }
+        break;
+    }
+    let now = to_time(SystemTime::now());
+    st::derive_conditions(&mut run.status, &now);
+    if let Some((reason, msg)) = run.selected_note.take() {
+        st::set_condition(&mut run.status, st::SELECTED, false, reason, msg, &now);
+    }
+    transition_events(&before, &mut run);
+    let Run {
+        status,
+        errors,
+        events,
+        ..
+    } = run;
+    if status != before {
+        let api: Api<K> = Api::namespaced(
+            ctx.client.clone(),
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+        );
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(kube_err("patch status"))?;
+    }
+    let reference = obj.object_ref(&());
+    for (type_, reason, note) in events {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, reason, "failed to publish event");
+        }
+    }
+    if deleting {
+        let key = object_key(&*obj);
+        let old = ctx.phases.lock().expect("phases").remove(&key);
+        ctx.metrics.phase_changed(&K::kind(&()), old, None);
+    }
+    if !errors.is_empty() {
+        return Err(Error::Targets {
+            failed: errors.len(),
+            total: status.records.len(),
+            first: errors[0].clone(),
+        });
+    }
+    Ok(requeue.unwrap_or_else(Action::await_change))
+}
+
+/// Events for condition transitions (Injected, Recovered, Failed).
+fn transition_events<K: ChaosObject>(before: &ChaosStatus, run: &mut Run<'_, K>) {
+    let became = |t: &str| {
+        let was = before.condition(t).is_some_and(|c| c.status == "True");
+        let is = run.status.condition(t).is_some_and(|c| c.status == "True");
+        !was && is
+    };
+    let (inj, rec) = (became(st::ALL_INJECTED), became(st::ALL_RECOVERED));
+    let c = run.status.counts;
+    if inj {
+        run.event(
+            EventType::Normal,
+            "Injected",
+            format!("{} target(s) injected", c.injected.max(c.recovered)),
+        );
+    }
+    if rec && !run.events.iter().any(|e| e.1 == "Recovered") {
+        run.event(
+            EventType::Normal,
+            "Recovered",
+            format!("{} recovered, {} gone", c.recovered, c.gone),
+        );
+    }
+    let failed_before = before.counts.failed;
+    if c.failed > failed_before {
+        let first = run
+            .status
+            .records
+            .iter()
+            .find(|r| r.phase == RecordPhase::Failed)
+            .and_then(|r| r.last_error.clone().map(|e| format!("{}: {e}", r.key())))
+            .unwrap_or_default();
+        run.event(
+            EventType::Warning,
+            "Failed",
+            format!("{} target(s) failed: {first}", c.failed),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).expect("pod")
+    }
+
+    #[test]
+    fn pod_failure_swaps_images_and_restores_them_exactly() {
+        let p = pod(json!({
+            "metadata": {"name": "web", "namespace": "app"},
+            "spec": {"containers": [
+                {"name": "app", "image": "registry.local/app:1.2@sha256:abc"},
+                {"name": "proxy", "image": "envoy:1.30"}
+            ]}
+        }));
+        let patch = failure_patch(&p, DEFAULT_FAILURE_IMAGE).expect("patch");
+        assert_eq!(
+            patch["spec"]["containers"],
+            json!([
+                {"name": "app", "image": DEFAULT_FAILURE_IMAGE},
+                {"name": "proxy", "image": DEFAULT_FAILURE_IMAGE}
+            ])
+        );
+        // Apply the patch by hand, then patch again: the originals must survive.
+        let mut failed = p.clone();
+        failed.metadata.annotations = Some(
+            [(
+                ORIGINAL_IMAGES_ANNOTATION.to_string(),
+                patch["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]
+                    .as_str()
+                    .expect("annotation")
+                    .to_string(),
+            )]
+            .into(),
+        );
+        for c in &mut failed.spec.as_mut().expect("spec").containers {
+            c.image = Some(DEFAULT_FAILURE_IMAGE.into());
+        }
+        let again = failure_patch(&failed, DEFAULT_FAILURE_IMAGE).expect("patch again");
+        assert_eq!(
+            again["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION],
+            patch["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]
+        );
+        let restore = restore_patch(&failed).expect("restore");
+        assert_eq!(
+            restore,
+            json!({
+                "metadata": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: null}},
+                "spec": {"containers": [
+                    {"name": "app", "image": "registry.local/app:1.2@sha256:abc"},
+                    {"name": "proxy", "image": "envoy:1.30"}
+                ]}
+            })
+        );
+        assert_eq!(
+            restore_patch(&p),
+            None,
+            "nothing to restore on an untouched pod"
+        );
+    }
+
+    #[test]
+    fn target_container_prefers_named_containers() {
+        let p = pod(json!({
+            "metadata": {"name": "web"},
+            "spec": {"containers": [{"name": "app"}, {"name": "db"}]}
+        }));
+        assert_eq!(target_container(&p, &[]), Some("app".into()));
+        assert_eq!(target_container(&p, &["db".into()]), Some("db".into()));
+        assert_eq!(target_container(&p, &["x".into()]), None);
+    }
+
+    #[test]
+    fn clock_accounts_for_pauses_through_ends_at() {
+        let mut s = ChaosStatus::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        s.started_at = Some(to_time(t0));
+        s.ends_at = Some(to_time(t0 + Duration::from_secs(100)));
+        let c = clock_of(&s, Some(Duration::from_secs(60)));
+        assert_eq!(c.started, Some(t0));
+        assert_eq!(c.paused_for, Duration::from_secs(40));
+        assert_eq!(c.paused_at, None);
+        st::set_paused(&mut s, true, &to_time(t0 + Duration::from_secs(70)));
+        let c = clock_of(&s, Some(Duration::from_secs(60)));
+        assert_eq!(c.paused_at, Some(t0 + Duration::from_secs(70)));
+    }
+}
