@@ -170,3 +170,27 @@ fn an_unsupported_chaos_mesh_field_is_named_with_its_position() {
         );
     }
 }
+
+#[test]
+fn the_kubernetes_examples_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&dir).expect("examples/kubernetes") {
+        let p = e.expect("entry").path();
+        if p.file_name().is_some_and(|n| n == "sidecar.yaml") {
+            let text = std::fs::read_to_string(&p).expect("read");
+            havoc_agent::sidecar::parse_config(&text)
+                .unwrap_or_else(|e| panic!("{}", e.render(&p.display().to_string())));
+        } else {
+            let out = run(&["validate", p.to_str().expect("path")]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert!(
+                text(&out.stdout).contains("ok (Kubernetes "),
+                "{}",
+                text(&out.stdout)
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "every example checked");
+}
