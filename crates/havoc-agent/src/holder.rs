@@ -64,6 +64,9 @@ pub struct Held {
     expires_unix_ms: AtomicI64,
     effect: Mutex<Effect>,
     cmd: Mutex<mpsc::Sender<Cmd>>,
+    /// Why the holder thread stopped holding (set before it recovers), for a Recover that
+    /// arrives while or after it recovers on its own (lease expiry, failure, shutdown).
+    ending: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Held {
@@ -105,10 +108,23 @@ impl Held {
             .expect("cmd lock")
             .send(Cmd::Recover(tx))
             .is_ok();
+        // The holder thread drops unanswered requests only after its own recovery is done.
+        let ended = || {
+            Ok(self
+                .ending
+                .lock()
+                .expect("ending lock")
+                .clone()
+                .filter(|r| r != "recovered")
+                .unwrap_or_else(|| "already recovered".into()))
+        };
         if !sent {
-            return Ok("already recovered".into());
+            return ended();
         }
-        rx.await.unwrap_or_else(|_| Ok("already recovered".into()))
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => ended(),
+        }
     }
 }
 
@@ -345,6 +361,7 @@ fn hold(
         expires_unix_ms: AtomicI64::new(now_ms() + req.ttl.as_millis() as i64),
         effect: Mutex::new(inj.effect()),
         cmd: Mutex::new(tx),
+        ending: Mutex::new(None),
     });
     registry.insert(held.clone());
     tracing::info!(id = %req.id, fault = kind, target = %label, owner = %req.owner, "injected");
@@ -377,6 +394,7 @@ fn hold(
             }
         }
     };
+    *held.ending.lock().expect("ending lock") = Some(reason.clone());
     let result = match inj.recover() {
         Ok(()) => {
             let _ = journal.forget(entry);

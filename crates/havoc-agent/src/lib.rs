@@ -167,6 +167,9 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         ),
         None => None,
     };
+    // Network faults attach an eBPF classifier whose verification takes ~0.6 s; keep one
+    // verified ahead so an Inject only attaches it.
+    havoc_bpf::prewarm(true);
     let state_dir = opts.state_dir.clone();
     let replays =
         tokio::task::spawn_blocking(move || havoc_engine::journal::recover_stale(&state_dir))

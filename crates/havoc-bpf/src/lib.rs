@@ -23,7 +23,7 @@ mod leftover;
 mod rule;
 
 pub use datapath::{
-    BpfError, Counters, Datapath, Direction, DropVerdict, RuleId, MAX_RULES, NAME_PREFIX,
+    prewarm, BpfError, Counters, Datapath, Direction, DropVerdict, RuleId, MAX_RULES, NAME_PREFIX,
     PROGRAM_NAME,
 };
 pub use leftover::{leftover_programs, LeftoverProgram};

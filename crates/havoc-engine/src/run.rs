@@ -292,6 +292,9 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         now_unix_ms()
     );
     let started_at = now_unix_ms();
+    for f in &plan.faults {
+        f.fault.prepare();
+    }
     let mut errors: Vec<String> = Vec::new();
     let mut states: Vec<FaultState> = plan
         .faults

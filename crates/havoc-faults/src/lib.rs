@@ -120,6 +120,11 @@ pub trait Fault: Send + Sync {
 
     /// What was asked for, for the report: `pause`, `cpu 2x60%`.
     fn requested(&self) -> String;
+
+    /// Called once when a run that will inject this fault starts (never for a dry run): slow
+    /// preparation that changes nothing on the machine may begin here, in the background, so
+    /// the fault starts on time (the eBPF classifier's verification, for network faults).
+    fn prepare(&self) {}
 }
 
 /// A fault active on one target.

@@ -373,6 +373,12 @@ impl Fault for NetworkFault {
         Ok(())
     }
 
+    fn prepare(&self) {
+        if !self.bpf_actions().is_empty() {
+            havoc_bpf::prewarm(false);
+        }
+    }
+
     fn undo_plan(&self, target: &Target) -> Vec<UndoAction> {
         let Ok((ns, path)) = netns_of(target) else {
             return Vec::new();
