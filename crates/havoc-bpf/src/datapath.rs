@@ -470,7 +470,9 @@ static SPARE: std::sync::Mutex<Spare> = std::sync::Mutex::new(Spare {
 });
 
 fn spare() -> std::sync::MutexGuard<'static, Spare> {
-    SPARE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SPARE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Loads and verifies one classifier on a background thread, so that the next
