@@ -225,14 +225,7 @@ impl Datapath {
             mut ebpf,
             program_id,
         } = take_loaded()?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|source| BpfError::LoadProgram { source })?;
+        let prog = classifier(&mut ebpf)?;
         let attach_type = match direction {
             Direction::Ingress => TcAttachType::Ingress,
             Direction::Egress => TcAttachType::Egress,
@@ -439,14 +432,7 @@ fn load_verified() -> Result<Loaded, BpfError> {
     let mut ebpf = EbpfLoader::new()
         .load(OBJECT)
         .map_err(|source| BpfError::Object { source })?;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(BpfError::Missing {
-            what: "program",
-            name: PROGRAM_NAME,
-        })?
-        .try_into()
-        .map_err(|source| BpfError::LoadProgram { source })?;
+    let prog = classifier(&mut ebpf)?;
     prog.load()
         .map_err(|source| BpfError::LoadProgram { source })?;
     let program_id = prog
@@ -454,6 +440,17 @@ fn load_verified() -> Result<Loaded, BpfError> {
         .map_err(|source| BpfError::LoadProgram { source })?
         .id();
     Ok(Loaded { ebpf, program_id })
+}
+
+/// The object's classifier program.
+fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(BpfError::Missing {
+            what: "program",
+            name: PROGRAM_NAME,
+        })?
+        .try_into()
+        .map_err(|source| BpfError::LoadProgram { source })
 }
 
 /// One verified classifier kept ready by [`prewarm`], and whether attaches refill it.

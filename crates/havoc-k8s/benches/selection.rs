@@ -56,17 +56,6 @@ fn main() {
         times.push(t.elapsed());
         size = json.len();
     }
-    // The same status if every record kept an agent injection id of the agent's format.
-    let sel = select(&selector, Mode::All, 0, "team-0", &policy, &input).expect("valid selector");
-    let mut with_ids = sample::record_all(sel.pods.iter().copied(), &now);
-    for (i, r) in with_ids.records.iter_mut().enumerate() {
-        if r.phase == havoc_k8s::RecordPhase::Injected {
-            r.injection_id = Some(format!("agent-1700000000{i:03}-4242-{i}"));
-        }
-    }
-    let size_ids = serde_json::to_vec(&with_ids)
-        .expect("status serializes")
-        .len();
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -79,10 +68,5 @@ fn main() {
         "status JSON: {size} bytes ({:.1} KiB, {:.1} bytes per target; budget 256 KiB)",
         size as f64 / 1024.0,
         size as f64 / 5000.0
-    );
-    println!(
-        "status JSON with agent injection ids kept: {size_ids} bytes ({:.1} KiB, {:.1} bytes per target)",
-        size_ids as f64 / 1024.0,
-        size_ids as f64 / 5000.0
     );
 }

@@ -2,9 +2,12 @@
 //!
 //! A chaos object may hit thousands of pods and its status must stay well under the API server's
 //! object size limit (about 50 bytes per target for 5,000 targets in 256 KiB). So:
-//! - each record is one short line, `POD CONTAINER12 NODE# [i=N] [r=N] [id=INJECTION]`: the
-//!   container id shortened as `crictl` shows it (the full id is re-read from the pod), the node
-//!   as an index into `records.nodes` (node names are long and shared by many pods);
+//! - each record is one short line, `POD CONTAINER12 NODE# [i=N] [r=N]`: the container id
+//!   shortened as `crictl` shows it (the full id is re-read from the pod), the node as an index
+//!   into `records.nodes` (node names are long and shared by many pods);
+//! - agent injection ids are not kept: the operator finds its injections again through the
+//!   agent's `List` and the idempotency keys it builds itself (`id=` items written by older
+//!   versions are accepted and dropped);
 //! - records are grouped by namespace, phase and error, so a namespace is written once per group
 //!   and an error once for every pod that failed the same way (a node whose agent is down costs
 //!   one message, not one per pod); errors are kept only on failed and gone records, truncated;
@@ -110,7 +113,7 @@ pub struct ChaosStatus {
     #[serde(default)]
     pub counts: Counts,
     /// One record per target: `nodes` (node names) and `groups` (by namespace, phase and error)
-    /// of lines `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES] [id=INJECTION_ID]`.
+    /// of lines `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "grouped")]
     #[schemars(with = "grouped::Wire")]
     pub records: Vec<Record>,
@@ -131,9 +134,6 @@ pub struct Record {
     pub injected: u32,
     /// How many times it was recovered.
     pub recovered: u32,
-    /// The agent's injection id, if the operator keeps it (it can also be found again through the
-    /// agent's idempotency key).
-    pub injection_id: Option<String>,
     /// The last error; kept only while Failed or Gone, at most [`ERROR_LEN`] bytes.
     pub last_error: Option<String>,
 }
@@ -172,7 +172,6 @@ impl Record {
             phase: RecordPhase::Injecting,
             injected: 0,
             recovered: 0,
-            injection_id: None,
             last_error: None,
         }
     }
@@ -195,7 +194,7 @@ impl Record {
 }
 
 impl Record {
-    /// The one-line form inside a group: `POD CONTAINER12 NODE# [i=N] [r=N] [id=ID]`; `node`
+    /// The one-line form inside a group: `POD CONTAINER12 NODE# [i=N] [r=N]`; `node`
     /// is the index of the record's node in the node table, `None` if it has none.
     fn line(&self, node: Option<usize>) -> String {
         use std::fmt::Write;
@@ -218,9 +217,6 @@ impl Record {
         if self.recovered != self.default_recovered() {
             let _ = write!(f, " r={}", self.recovered);
         }
-        if let Some(id) = &self.injection_id {
-            let _ = write!(f, " id={id}");
-        }
         f
     }
 }
@@ -230,8 +226,16 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
     let mut it = line.split_whitespace();
     let mut next = |what: &str| {
         it.next()
-            .map(|s| if s == "-" { String::new() } else { s.to_string() })
-            .ok_or_else(|| format!("record `{line}` has no {what}: expected `POD CONTAINER NODE# [i=N] [r=N] [id=ID]`"))
+            .map(|s| {
+                if s == "-" {
+                    String::new()
+                } else {
+                    s.to_string()
+                }
+            })
+            .ok_or_else(|| {
+                format!("record `{line}` has no {what}: expected `POD CONTAINER NODE# [i=N] [r=N]`")
+            })
     };
     let name = next("pod name")?;
     let container_id = next("container id")?;
@@ -258,7 +262,6 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
         phase: g.phase,
         injected: 0,
         recovered: 0,
-        injection_id: None,
         last_error: g.error.clone(),
     };
     r.injected = r.default_injected();
@@ -271,7 +274,8 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
         match tok.split_once('=') {
             Some(("i", v)) => r.injected = num(v)?,
             Some(("r", v)) => r.recovered = num(v)?,
-            Some(("id", v)) => r.injection_id = Some(v.to_string()),
+            // Written by versions that kept the agent's injection id; no longer used.
+            Some(("id", _)) => {}
             _ => return Err(format!("record `{line}`: unknown item `{tok}`")),
         }
     }
@@ -302,7 +306,7 @@ mod grouped {
         /// The last error of these targets (Failed and Gone only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub(super) error: Option<String>,
-        /// One line per pod: `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES] [id=INJECTION_ID]`.
+        /// One line per pod: `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES]`.
         pub(super) pods: Vec<String>,
     }
 
@@ -414,10 +418,9 @@ pub fn upsert_target<'a>(
 }
 
 /// The fault is in place (again).
-pub fn mark_injected(record: &mut Record, injection_id: Option<&str>) {
+pub fn mark_injected(record: &mut Record) {
     record.phase = RecordPhase::Injected;
     record.injected += 1;
-    record.injection_id = injection_id.map(str::to_string);
     record.last_error = None;
 }
 
@@ -432,14 +435,12 @@ pub fn mark_recovering(record: &mut Record) {
 pub fn mark_recovered(record: &mut Record) {
     record.phase = RecordPhase::Recovered;
     record.recovered += 1;
-    record.injection_id = None;
     record.last_error = None;
 }
 
 /// The pod went away (deleted, evicted, replaced); `reason` is kept, truncated.
 pub fn mark_gone(record: &mut Record, reason: &str) {
     record.phase = RecordPhase::Gone;
-    record.injection_id = None;
     record.last_error = Some(truncate(reason, ERROR_LEN));
 }
 
@@ -672,10 +673,15 @@ pub mod sample {
             if i % 50 == 49 {
                 mark_failed(r, &"rpc error: code = Unavailable desc = connection refused while dialing the agent on the node; ".repeat(4));
             } else {
-                mark_injected(r, None);
+                mark_injected(r);
             }
         }
+        // What the operator writes besides the records: generation, start and end of the run.
+        st.observed_generation = Some(1);
         st.started_at = Some(now.clone());
+        st.ends_at = Some(Time(
+            now.0 + k8s_openapi::jiff::SignedDuration::from_secs(3600),
+        ));
         derive_conditions(&mut st, now);
         st
     }
@@ -714,18 +720,12 @@ mod tests {
         assert_eq!(st.records[0].phase, RecordPhase::Injecting);
         assert_eq!(st.records[0].container_id.len(), CONTAINER_ID_LEN);
         let r = st.find_mut("shop", "a").unwrap();
-        mark_injected(r, Some("inj-1"));
-        assert_eq!(
-            (r.phase, r.injected, r.injection_id.as_deref()),
-            (RecordPhase::Injected, 1, Some("inj-1"))
-        );
+        mark_injected(r);
+        assert_eq!((r.phase, r.injected), (RecordPhase::Injected, 1));
         mark_recovering(r);
         assert_eq!(r.phase, RecordPhase::Recovering);
         mark_recovered(r);
-        assert_eq!(
-            (r.phase, r.recovered, r.injection_id.as_deref()),
-            (RecordPhase::Recovered, 1, None)
-        );
+        assert_eq!((r.phase, r.recovered), (RecordPhase::Recovered, 1));
         mark_recovering(r);
         assert_eq!(
             r.phase,
@@ -736,7 +736,7 @@ mod tests {
         mark_failed(r, &"x".repeat(1000));
         assert_eq!(r.phase, RecordPhase::Failed);
         assert!(r.last_error.as_ref().unwrap().len() <= ERROR_LEN + "…".len());
-        mark_injected(r, None);
+        mark_injected(r);
         assert_eq!(r.last_error, None, "errors are kept only while failed");
         mark_gone(r, "pod deleted");
         assert_eq!(
@@ -749,7 +749,7 @@ mod tests {
     fn a_pod_replaced_under_the_same_name_is_injected_again() {
         let mut p = pod("shop", "web-0", "n1", &[]);
         let mut st = status_with(std::slice::from_ref(&p));
-        mark_injected(&mut st.records[0], None);
+        mark_injected(&mut st.records[0]);
         let same = upsert_target(&mut st, &p, "containerd://ffff");
         assert_eq!(
             (same.phase, same.injected),
@@ -777,7 +777,7 @@ mod tests {
             !needs_reinjection(r, "containerd://0000000000000000"),
             "not injected yet"
         );
-        mark_injected(r, None);
+        mark_injected(r);
         assert!(!needs_reinjection(r, &cid), "same container");
         assert!(
             !needs_reinjection(r, ""),
@@ -788,7 +788,7 @@ mod tests {
             "new container id"
         );
         r.container_id = short_container_id("containerd://0000000000000000");
-        mark_injected(r, None);
+        mark_injected(r);
         assert_eq!(r.injected, 2);
     }
 
@@ -805,7 +805,7 @@ mod tests {
         assert_eq!(st.condition(SELECTED).unwrap().status, "True");
         assert_eq!(st.condition(ALL_INJECTED).unwrap().status, "False");
         for r in &mut st.records {
-            mark_injected(r, None);
+            mark_injected(r);
         }
         derive_conditions(&mut st, &time(300));
         assert_eq!(st.phase, Phase::Running);
@@ -870,9 +870,9 @@ mod tests {
             pod("db", "c", "", &[]),
         ];
         let mut st = status_with(&pods);
-        mark_injected(st.find_mut("shop", "a").unwrap(), Some("i-7"));
-        mark_injected(st.find_mut("shop", "b").unwrap(), None);
-        mark_injected(st.find_mut("shop", "b").unwrap(), None);
+        mark_injected(st.find_mut("shop", "a").unwrap());
+        mark_injected(st.find_mut("shop", "b").unwrap());
+        mark_injected(st.find_mut("shop", "b").unwrap());
         mark_failed(st.find_mut("db", "c").unwrap(), "boom: error: inside");
         derive_conditions(&mut st, &time(1));
         let json = serde_json::to_value(&st).unwrap();
@@ -891,6 +891,11 @@ mod tests {
         let bad = serde_json::json!({"records": {"groups": [{"namespace": "a", "phase": "Injected", "pods": ["x"]}]}});
         let e = serde_json::from_value::<ChaosStatus>(bad).unwrap_err();
         assert!(e.to_string().contains("has no container id"), "{e}");
+        // Injection ids written by older versions are accepted and dropped.
+        let legacy = serde_json::json!({"records": {"nodes": ["n1"], "groups": [{"namespace": "shop", "phase": "Injected", "pods": ["a 0123456789ab 0 id=inj-1"]}]}});
+        let old: ChaosStatus = serde_json::from_value(legacy).unwrap();
+        let line = serde_json::to_value(&old).unwrap()["records"]["groups"][0]["pods"][0].clone();
+        assert_eq!(line, "a 0123456789ab 0");
     }
 
     #[test]
@@ -906,6 +911,11 @@ mod tests {
             json.len() as f64 / 5000.0
         );
         assert!(json.len() < 256 * 1024, "status is {} bytes", json.len());
+        assert!(
+            !String::from_utf8_lossy(&json).contains(" id="),
+            "no agent injection ids in status"
+        );
+        assert!(st.ends_at.is_some() && st.observed_generation.is_some());
         let back: ChaosStatus = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, st);
     }

@@ -96,6 +96,15 @@ pub fn idempotency_key(chaos_uid: &str, pod_uid: &str, container_id: &str, fault
     format!("{chaos_uid}/{pod_uid}/{container_id}/{fault}")
 }
 
+/// The parts of an [`idempotency_key`]: chaos uid, pod uid, container id (which contains `/`
+/// itself, as in `containerd://...`) and fault index; `None` if `key` is not one.
+pub fn parse_idempotency_key(key: &str) -> Option<(&str, &str, &str, &str)> {
+    let (chaos, rest) = key.split_once('/')?;
+    let (pod, rest) = rest.split_once('/')?;
+    let (container, fault) = rest.rsplit_once('/')?;
+    Some((chaos, pod, container, fault))
+}
+
 /// The agent's `fault_json` for one host-mode fault: `{"kind": K, "spec": {...}}`.
 pub fn fault_json(fault: &havoc_spec::FaultSpec) -> Result<String, serde_json::Error> {
     let mut v = serde_json::to_value(fault)?;
@@ -340,8 +349,8 @@ pub enum FakeCall {
 #[derive(Debug, Default)]
 struct FakeState {
     calls: Vec<FakeCall>,
-    /// key -> injection id
-    held: BTreeMap<String, String>,
+    /// (node, key) -> injection id: each node's agent holds its own injections.
+    held: BTreeMap<(String, String), String>,
     unreachable: Vec<String>,
     next: u64,
 }
@@ -370,10 +379,19 @@ impl FakeAgentPool {
     pub fn calls(&self) -> Vec<FakeCall> {
         self.state.lock().expect("fake state").calls.clone()
     }
-    /// Idempotency keys of the injections currently held.
+    /// Idempotency keys of the injections currently held, on every node.
     pub fn held(&self) -> Vec<String> {
         let s = self.state.lock().expect("fake state");
-        s.held.keys().cloned().collect()
+        s.held.keys().map(|(_, k)| k.clone()).collect()
+    }
+    /// Makes the agent on `node` hold an injection with this key and id, as if injected by an
+    /// earlier operator run (records no call).
+    pub fn preload(&self, node: &str, key: &str, injection_id: &str) {
+        let mut s = self.state.lock().expect("fake state");
+        s.held.insert(
+            (node.to_string(), key.to_string()),
+            injection_id.to_string(),
+        );
     }
 
     fn record(&self, node: &str, call: FakeCall) -> Result<(), AgentError> {
@@ -407,13 +425,14 @@ impl AgentPool for FakeAgentPool {
             )
             .map(|()| {
                 let mut s = self.state.lock().expect("fake state");
-                let existing = s.held.get(&req.idempotency_key).cloned();
+                let at = (node.to_string(), req.idempotency_key.clone());
+                let existing = s.held.get(&at).cloned();
                 let (id, existing) = match existing {
                     Some(id) => (id, true),
                     None => {
                         s.next += 1;
                         let id = format!("inj-{}", s.next);
-                        s.held.insert(req.idempotency_key.clone(), id.clone());
+                        s.held.insert(at, id.clone());
                         (id, false)
                     }
                 };
@@ -462,7 +481,7 @@ impl AgentPool for FakeAgentPool {
             .map(|()| {
                 let mut s = self.state.lock().expect("fake state");
                 let before = s.held.len();
-                s.held.retain(|_, v| *v != id);
+                s.held.retain(|(n, _), v| n != node || *v != id);
                 RecoverResponse {
                     recovered: true,
                     reason: if s.held.len() < before {
@@ -481,7 +500,8 @@ impl AgentPool for FakeAgentPool {
                 let s = self.state.lock().expect("fake state");
                 s.held
                     .iter()
-                    .map(|(k, id)| Injection {
+                    .filter(|((n, _), _)| n == node)
+                    .map(|((_, k), id)| Injection {
                         injection_id: id.clone(),
                         idempotency_key: k.clone(),
                         ..Default::default()
@@ -502,6 +522,11 @@ mod tests {
         let b = idempotency_key("c1", "p1", "containerd://bbb", 0);
         assert_eq!(a, "c1/p1/containerd://aaa/0");
         assert_ne!(a, b);
+        assert_eq!(
+            parse_idempotency_key(&a),
+            Some(("c1", "p1", "containerd://aaa", "0"))
+        );
+        assert_eq!(parse_idempotency_key("k"), None);
     }
 
     #[test]
@@ -549,5 +574,34 @@ mod tests {
         let e = f.inject("n1", req).await.expect_err("unreachable");
         assert!(e.is_unreachable());
         assert_eq!(f.held(), vec!["k".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn fake_lists_and_recovers_per_node() {
+        let f = FakeAgentPool::new();
+        let req = |k: &str| InjectRequest {
+            idempotency_key: k.into(),
+            ..Default::default()
+        };
+        let a = f.inject("n1", req("a")).await.expect("inject");
+        f.inject("n2", req("b")).await.expect("inject");
+        f.preload("n2", "c", "old-1");
+        let keys = |v: Vec<Injection>| {
+            v.into_iter()
+                .map(|i| (i.idempotency_key, i.injection_id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(f.list("n1").await.expect("list")),
+            vec![("a".to_string(), a.injection_id.clone())]
+        );
+        assert_eq!(f.list("n2").await.expect("list").len(), 2);
+        let other = RecoverRequest {
+            injection_id: a.injection_id.clone(),
+        };
+        f.recover("n2", other.clone()).await.expect("recover");
+        assert_eq!(f.held().len(), 3, "an id of another node is not touched");
+        f.recover("n1", other).await.expect("recover");
+        assert_eq!(f.held(), vec!["b".to_string(), "c".to_string()]);
     }
 }

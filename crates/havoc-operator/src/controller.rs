@@ -5,12 +5,17 @@
 //! agent for everything node-level), writes status with a merge patch on the status
 //! subresource and publishes an Event per transition. The finalizer [`FINALIZER`] is handled by
 //! `kube::runtime::finalizer`: deletion recovers every target first.
+//!
+//! Status keeps no agent injection ids (they would not fit for thousands of targets): the
+//! operator finds its injections on a node through the agent's `List`, by the idempotency keys
+//! it builds itself (`<chaos uid>/<pod uid>/<container id>/<fault>`), listing each node at most
+//! once per reconcile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use havoc_api::v1::{InjectRequest, RecoverRequest, RenewRequest, Target as ApiTarget};
+use havoc_api::v1::{InjectRequest, Injection, RecoverRequest, RenewRequest, Target as ApiTarget};
 use havoc_k8s::status::{self as st, ChaosStatus, Record, RecordPhase};
 use havoc_k8s::{ChaosAction, ChaosObject, NamespacePolicy, SelectionInput};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -23,7 +28,7 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::agent::{fault_json, idempotency_key, AgentPool};
+use crate::agent::{fault_json, idempotency_key, parse_idempotency_key, AgentPool};
 use crate::metrics::Metrics;
 use crate::plan::{
     self, decide, ActionKind, Clock, ExperimentPhase, LivePod, Observed, Phase, Step, TargetId,
@@ -378,6 +383,21 @@ struct Run<'a, K: ChaosObject> {
     events: Vec<(EventType, &'static str, String)>,
     /// Why nothing was selected: kept on the Selected condition over the derived message.
     selected_note: Option<(&'static str, String)>,
+    /// `<chaos uid>/`: the start of the idempotency key of every agent injection of this object.
+    key_prefix: String,
+    /// What each node's agent holds (listed at most once per reconcile, then kept up to date
+    /// with this reconcile's injects and recovers), or why it could not be listed.
+    listed: HashMap<String, Result<Vec<Injection>, String>>,
+}
+
+/// Whether the injection with idempotency key `key` is one of the target whose live pod has
+/// uid `pod_uid` (if known) or whose container has the short id `short_cid`.
+fn belongs_to(key: &str, pod_uid: Option<&str>, short_cid: &str) -> bool {
+    let Some((_, pod, cid, _)) = parse_idempotency_key(key) else {
+        return false;
+    };
+    pod_uid.is_some_and(|u| !u.is_empty() && u == pod)
+        || (!short_cid.is_empty() && st::short_container_id(cid) == short_cid)
 }
 
 impl<K: ChaosObject> Run<'_, K> {
@@ -387,6 +407,85 @@ impl<K: ChaosObject> Run<'_, K> {
 
     fn record(&mut self, id: &TargetId) -> Option<&mut Record> {
         self.status.find_mut(&id.namespace, &id.pod)
+    }
+
+    /// This object's injections on `node`: one agent `List` per node per reconcile.
+    async fn held_on(&mut self, node: &str) -> Result<Vec<Injection>, String> {
+        if !self.listed.contains_key(node) {
+            let r = self.ctx.agents.list(node).await.map_err(|e| e.to_string());
+            self.listed.insert(node.to_string(), r);
+        }
+        match &self.listed[node] {
+            Ok(all) => Ok(all
+                .iter()
+                .filter(|i| i.idempotency_key.starts_with(&self.key_prefix))
+                .cloned()
+                .collect()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Recovers `injections` on `node`, all of them even if one fails; the first error.
+    async fn recover_injections(
+        &mut self,
+        node: &str,
+        injections: Vec<Injection>,
+    ) -> Result<(), String> {
+        let mut first = None;
+        for inj in injections {
+            let req = RecoverRequest {
+                injection_id: inj.injection_id.clone(),
+            };
+            let r = match self.ctx.agents.recover(node, req).await {
+                Ok(r) if r.recovered => Ok(()),
+                Ok(r) => Err(format!(
+                    "agent did not recover {}: {}",
+                    inj.idempotency_key, r.reason
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            match r {
+                Ok(()) => {
+                    if let Some(Ok(held)) = self.listed.get_mut(node) {
+                        held.retain(|i| i.injection_id != inj.injection_id);
+                    }
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Deletion or the end: recovers every injection of this object still held on the nodes of
+    /// its records (a vanished pod's, a restarted container's that could not be recovered
+    /// then). An agent that cannot be listed is left to the leases, which are no longer renewed.
+    async fn sweep(&mut self, best_effort: bool) {
+        let nodes: BTreeSet<String> = self
+            .status
+            .records
+            .iter()
+            .filter(|r| !r.node.is_empty())
+            .map(|r| r.node.clone())
+            .collect();
+        for node in nodes {
+            let left = match self.held_on(&node).await {
+                Ok(left) => left,
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cannot list the agent: its injections are left to their leases");
+                    continue;
+                }
+            };
+            if left.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.recover_injections(&node, left).await {
+                if !best_effort {
+                    self.errors.push(format!("node {node}: {e}"));
+                }
+            }
+        }
     }
 
     async fn select(&mut self) -> Result<Option<Action>, Error> {
@@ -488,35 +587,84 @@ impl<K: ChaosObject> Run<'_, K> {
             }
             return;
         };
+        let Some(before) = self.status.find(&id.namespace, &id.pod).cloned() else {
+            return;
+        };
         let result = self.inject_pod(&pod, id, cid).await;
-        let one_shot = action_kind(&self.action) == ActionKind::OneShot;
+        let kind = action_kind(&self.action);
         let Some(r) = self.record(id) else { return };
-        match result {
-            Ok(injection) => {
+        let held = match result {
+            Ok(held) => {
                 if !cid.is_empty() {
                     r.container_id = st::short_container_id(cid);
                 }
-                st::mark_injected(r, injection.as_deref());
-                if one_shot {
+                if let Some((node, _)) = &held {
+                    r.node.clone_from(node);
+                }
+                st::mark_injected(r);
+                if kind == ActionKind::OneShot {
                     st::mark_recovered(r);
                 }
                 self.ctx.metrics.injected(started.elapsed());
+                held
             }
             Err(e) => {
                 st::mark_failed(r, &e);
                 self.errors
                     .push(format!("{}/{}: {e}", id.namespace, id.pod));
+                return;
             }
+        };
+        let Some((node, injection)) = held.filter(|_| kind == ActionKind::Leased) else {
+            return;
+        };
+        if let Some(Ok(list)) = self.listed.get_mut(&node) {
+            if !list
+                .iter()
+                .any(|i| i.injection_id == injection.injection_id)
+            {
+                list.push(injection.clone());
+            }
+        }
+        // A restarted container (or a pod replaced under the same name): the injection of the
+        // previous container is recovered now rather than left to its lease.
+        let short = st::short_container_id(cid);
+        if before.injected == 0 || before.container_id.is_empty() || before.container_id == short {
+            return;
+        }
+        let uid = pod.metadata.uid.as_deref();
+        let result = match self.held_on(&before.node).await {
+            Ok(held) => {
+                let stale: Vec<Injection> = held
+                    .into_iter()
+                    .filter(|i| {
+                        i.idempotency_key != injection.idempotency_key
+                            && belongs_to(&i.idempotency_key, uid, &before.container_id)
+                    })
+                    .collect();
+                self.recover_injections(&before.node, stale).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.event(
+                EventType::Warning,
+                "Failed",
+                format!(
+                    "{}/{}: the fault on the previous container {} was not recovered (left to its lease): {e}",
+                    id.namespace, id.pod, before.container_id
+                ),
+            );
         }
     }
 
-    /// Does the action to one pod; the agent's injection id for agent actions.
+    /// Does the action to one pod; for agent actions, the node and what the agent now holds.
     async fn inject_pod(
         &self,
         pod: &Pod,
         id: &TargetId,
         cid: &str,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<(String, Injection)>, String> {
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &id.namespace);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         match &self.action {
@@ -560,8 +708,9 @@ impl<K: ChaosObject> Run<'_, K> {
                     _ => crate::agent::container_kill_fault_json(),
                 };
                 let chaos_uid = self.obj.meta().uid.clone().unwrap_or_default();
+                let key = idempotency_key(&chaos_uid, &uid, cid, 0);
                 let req = InjectRequest {
-                    idempotency_key: idempotency_key(&chaos_uid, &uid, cid, 0),
+                    idempotency_key: key.clone(),
                     fault_json: fault,
                     target: Some(ApiTarget {
                         kind: Some(havoc_api::v1::target::Kind::ContainerId(cid.to_string())),
@@ -578,7 +727,16 @@ impl<K: ChaosObject> Run<'_, K> {
                     .agents
                     .inject(&node, req)
                     .await
-                    .map(|r| Some(r.injection_id))
+                    .map(|r| {
+                        Some((
+                            node,
+                            Injection {
+                                injection_id: r.injection_id,
+                                idempotency_key: key,
+                                ..Default::default()
+                            },
+                        ))
+                    })
                     .map_err(|e| e.to_string())
             }
         }
@@ -609,27 +767,28 @@ impl<K: ChaosObject> Run<'_, K> {
                     }
                 }
             },
-            ChaosAction::Agent { .. } => match &rec.injection_id {
-                Some(inj) => self
-                    .ctx
-                    .agents
-                    .recover(
-                        &rec.node,
-                        RecoverRequest {
-                            injection_id: inj.clone(),
-                        },
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| {
-                        if r.recovered {
-                            Ok(())
-                        } else {
-                            Err(format!("agent did not recover: {}", r.reason))
-                        }
-                    }),
-                None => Ok(()),
-            },
+            // A target that failed before anything was held has nothing to recover.
+            ChaosAction::Agent { .. }
+                if rec.node.is_empty()
+                    || (rec.phase == RecordPhase::Failed && rec.injected <= rec.recovered) =>
+            {
+                Ok(())
+            }
+            ChaosAction::Agent { .. } => {
+                let uid = world.pod(&id.pod_uid).and_then(|p| p.metadata.uid.clone());
+                match self.held_on(&rec.node).await {
+                    Ok(held) => {
+                        let mine: Vec<Injection> = held
+                            .into_iter()
+                            .filter(|i| {
+                                belongs_to(&i.idempotency_key, uid.as_deref(), &rec.container_id)
+                            })
+                            .collect();
+                        self.recover_injections(&rec.node, mine).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             _ => Ok(()),
         };
         let Some(r) = self.record(id) else { return };
@@ -651,33 +810,59 @@ impl<K: ChaosObject> Run<'_, K> {
         }
     }
 
+    /// Renews the lease of every injection of the Injected targets: one `List` per node, then
+    /// one `Renew` per injection. A target whose fault the agent no longer holds (lease ran out,
+    /// agent restarted) fails, to be injected again.
     async fn renew(&mut self) {
         let ttl = self.ctx.lease_ttl.as_millis().clamp(1000, 3_600_000) as u32;
-        let held: Vec<(String, String, String, String)> = self
-            .status
-            .records
-            .iter()
-            .filter(|r| r.phase == RecordPhase::Injected)
-            .filter_map(|r| {
-                Some((
+        let mut by_node: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+        for r in &self.status.records {
+            if r.phase == RecordPhase::Injected {
+                by_node.entry(r.node.clone()).or_default().push((
                     r.namespace.clone(),
                     r.name.clone(),
-                    r.node.clone(),
-                    r.injection_id.clone()?,
-                ))
-            })
-            .collect();
-        for (ns, name, node, id) in held {
-            let req = RenewRequest {
-                injection_id: id,
-                lease_ttl_ms: ttl,
-            };
-            if let Err(e) = self.ctx.agents.renew(&node, req).await {
-                let msg = format!("renew lease: {e}");
-                if let Some(r) = self.status.find_mut(&ns, &name) {
-                    r.last_error = Some(msg.clone());
+                    r.container_id.clone(),
+                ));
+            }
+        }
+        for (node, targets) in by_node {
+            let held = self.held_on(&node).await;
+            for (ns, name, cid) in targets {
+                let result = match &held {
+                    Err(e) => Err(format!("renew lease: {e}")),
+                    Ok(held) => {
+                        let mine: Vec<&Injection> = held
+                            .iter()
+                            .filter(|i| belongs_to(&i.idempotency_key, None, &cid))
+                            .collect();
+                        if mine.is_empty() {
+                            if let Some(r) = self.status.find_mut(&ns, &name) {
+                                st::mark_failed(r, "the agent no longer holds the fault (lease expired or agent restarted); injecting again");
+                            }
+                            self.errors.push(format!(
+                                "{ns}/{name}: the agent on {node} no longer holds the fault"
+                            ));
+                            continue;
+                        }
+                        let mut result = Ok(());
+                        for inj in mine {
+                            let req = RenewRequest {
+                                injection_id: inj.injection_id.clone(),
+                                lease_ttl_ms: ttl,
+                            };
+                            if let Err(e) = self.ctx.agents.renew(&node, req).await {
+                                result = Err(format!("renew lease: {e}"));
+                            }
+                        }
+                        result
+                    }
+                };
+                if let Err(msg) = result {
+                    if let Some(r) = self.status.find_mut(&ns, &name) {
+                        r.last_error = Some(msg.clone());
+                    }
+                    self.errors.push(format!("{ns}/{name}: {msg}"));
                 }
-                self.errors.push(format!("{ns}/{name}: {msg}"));
             }
         }
     }
@@ -751,6 +936,8 @@ async fn apply<K: ChaosObject>(
         errors: Vec::new(),
         events: Vec::new(),
         selected_note: None,
+        key_prefix: format!("{}/", obj.meta().uid.as_deref().unwrap_or_default()),
+        listed: HashMap::new(),
     };
     run.status.observed_generation = obj.meta().generation;
     let spec = plan::Spec {
@@ -760,6 +947,8 @@ async fn apply<K: ChaosObject>(
     };
     let mut requeue: Option<Action> = None;
     let mut selected_now = false;
+    // Deletion or the end of the experiment: sweep the nodes for leftover injections after.
+    let mut sweep: Option<bool> = None;
     'outer: for _round in 0..2 {
         let world = load_world(
             &ctx.client,
@@ -823,6 +1012,11 @@ async fn apply<K: ChaosObject>(
                     }
                 }
                 Step::SetPhase(p) => {
+                    if kind == ActionKind::Leased
+                        && matches!(p, ExperimentPhase::Deleting | ExperimentPhase::Finished)
+                    {
+                        sweep = Some(deleting && truthy(&*obj, FORCE_CLEANUP_ANNOTATION));
+                    }
                     let key = object_key(&*obj);
                     let mut phases = ctx.phases.lock().expect("phases");
                     let old = phases.insert(key, p.as_str());
@@ -840,6 +1034,11 @@ async fn apply<K: ChaosObject>(
             }
         }
         break;
+    }
+    if let Some(best_effort) = sweep {
+        if run.errors.is_empty() || best_effort {
+            run.sweep(best_effort).await;
+        }
     }
     let now = to_time(SystemTime::now());
     st::derive_conditions(&mut run.status, &now);

@@ -323,7 +323,9 @@ pub fn decide(o: &Observed<'_>) -> Vec<Step> {
         let restarted = o.spec.kind != ActionKind::OneShot
             && t.phase == Phase::Injected
             && !t.id.container.is_empty()
-            && current != t.container_id;
+            // Status keeps the short form of the id (`crictl`'s 12 digits), the pod the full one.
+            && havoc_k8s::status::short_container_id(&current)
+                != havoc_k8s::status::short_container_id(&t.container_id);
         match t.phase {
             Phase::Pending | Phase::Failed => steps.push(Step::Inject {
                 id: t.id.clone(),
@@ -656,6 +658,22 @@ mod tests {
         }));
         // Remaining time: requeue for the lease renewal, the end is still at 60.
         assert!(steps.contains(&Step::RequeueAfter(Duration::from_secs(10))));
+    }
+
+    #[test]
+    fn a_container_recorded_by_its_short_id_is_not_injected_again() {
+        // Status keeps 12 digits of the id; the pod reports the full one.
+        let t = [target("a", "app", "0123456789ab", Phase::Injected)];
+        let l = live(&[("a", "app", "containerd://0123456789abcdef0123")]);
+        let steps = decide(&observed(
+            spec(ActionKind::Leased, Some(60)),
+            30,
+            &t,
+            &l,
+            started(0),
+        ));
+        assert!(!steps.iter().any(|s| matches!(s, Step::Inject { .. })));
+        assert!(steps.contains(&Step::RenewLeases));
     }
 
     #[test]

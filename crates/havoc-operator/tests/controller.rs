@@ -108,6 +108,11 @@ struct Harness {
 }
 
 fn harness(world: World) -> Harness {
+    harness_with(world, FakeAgentPool::new())
+}
+
+/// A harness whose node agents are `agents` (which may hold injections already).
+fn harness_with(world: World, agents: FakeAgentPool) -> Harness {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let rec = calls.clone();
@@ -131,7 +136,6 @@ fn harness(world: World) -> Harness {
         }
     });
     let client = kube::Client::new(svc, "default");
-    let agents = FakeAgentPool::new();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -374,12 +378,26 @@ async fn network_chaos_injects_through_the_agent_with_keys_and_a_lease() {
     assert_eq!(injects[0].1.lease_ttl_ms, 30_000);
     let fault: Value = serde_json::from_str(&injects[0].1.fault_json).expect("fault json");
     assert_eq!(fault["kind"], "NetworkChaos");
+    // Then the leases: one List of the node, one Renew per injection found there.
+    let rest: Vec<_> = h.agents.calls().into_iter().skip(2).collect();
+    assert_eq!(
+        rest,
+        vec![
+            FakeCall::List { node: "n1".into() },
+            renew_call("inj-1"),
+            renew_call("inj-2"),
+        ]
+    );
     let calls = h.calls.lock().expect("calls").clone();
     let st = status_patch(&calls);
     assert_eq!(st["phase"], "Running", "{st:#}");
     assert!(st["endsAt"].is_string(), "{st:#}");
+    assert!(
+        !st["records"].to_string().contains("id="),
+        "no agent injection ids in status: {st:#}"
+    );
     let p = parsed(&st);
-    assert_eq!(p.records[0].injection_id.as_deref(), Some("inj-1"));
+    assert_eq!(p.records[0].injected, 1);
     assert_eq!(p.records[0].container_id, "c0c0c0c0c0c0");
     assert_eq!(p.records[0].node, "n1");
 }
@@ -425,15 +443,36 @@ async fn an_unreachable_agent_fails_the_targets_and_backs_off() {
     );
 }
 
-/// A status with these pods injected (built with havoc-k8s's own bookkeeping, so the test
-/// does not depend on the compact record encoding).
-fn injected_status(pods: &[(&str, &str, &str)], started: &str, ends: &str) -> Value {
+fn renew_call(id: &str) -> FakeCall {
+    FakeCall::Renew {
+        node: "n1".into(),
+        req: havoc_api::v1::RenewRequest {
+            injection_id: id.into(),
+            lease_ttl_ms: 30_000,
+        },
+    }
+}
+
+/// The idempotency key the operator gives the injection into this pod's container.
+fn key(pod_uid: &str, cid: &str) -> String {
+    format!("chaos-uid-1/{pod_uid}/{cid}/0")
+}
+
+/// A status with these pods (name, uid, container id, agent injection id) injected on n1 (built
+/// with havoc-k8s's own bookkeeping, so the test does not depend on the compact record
+/// encoding); the agent of n1 holds the injections.
+fn injected_status(
+    agents: &FakeAgentPool,
+    pods: &[(&str, &str, &str, &str)],
+    started: &str,
+    ends: &str,
+) -> Value {
     let mut s = ChaosStatus::default();
-    for (i, (name, cid, inj)) in pods.iter().enumerate() {
-        let p: Pod =
-            serde_json::from_value(pod(name, &format!("uid-{i}"), "web", "n1", cid)).expect("pod");
+    for (name, uid, cid, inj) in pods {
+        let p: Pod = serde_json::from_value(pod(name, uid, "web", "n1", cid)).expect("pod");
         let r = st::upsert_target(&mut s, &p, cid);
-        st::mark_injected(r, Some(inj));
+        st::mark_injected(r);
+        agents.preload("n1", &key(uid, cid), inj);
     }
     let t = |x: &str| Time(x.parse().expect("timestamp"));
     s.started_at = Some(t(started));
@@ -448,37 +487,64 @@ fn parsed(st: &Value) -> ChaosStatus {
 
 #[tokio::test]
 async fn delete_recovers_live_targets_and_counts_a_vanished_pod_as_gone() {
+    let agents = FakeAgentPool::new();
     let status = injected_status(
+        &agents,
         &[
-            ("web-0", "containerd://c0c0c0c0c0c0c0c0", "inj-7"),
-            ("web-9", "containerd://c9c9c9c9c9c9c9c9", "inj-8"),
+            (
+                "web-0",
+                "aaaaaaaa-0000",
+                "containerd://c0c0c0c0c0c0c0c0",
+                "inj-7",
+            ),
+            (
+                "web-9",
+                "99999999-9999",
+                "containerd://c9c9c9c9c9c9c9c9",
+                "inj-8",
+            ),
         ],
         "2025-01-01T00:00:00Z",
         "2099-01-01T00:00:00Z",
     );
+    // Another experiment's injection on the same node is not touched.
+    agents.preload(
+        "n1",
+        "chaos-uid-2/aaaaaaaa-0000/containerd://c0c0c0c0c0c0c0c0/0",
+        "inj-9",
+    );
     let obj = chaos("NetworkChaos", network_spec(), Some(status), true);
-    let h = harness(World {
-        chaos: obj.clone(),
-        pods: world_pods(),
-        nodes: vec!["n1"],
-    });
+    let h = harness_with(
+        World {
+            chaos: obj.clone(),
+            pods: world_pods(),
+            nodes: vec!["n1"],
+        },
+        agents,
+    );
     let o: NetworkChaos = serde_json::from_value(obj).expect("NetworkChaos");
     controller::reconcile(Arc::new(o), h.ctx.clone())
         .await
         .expect("cleanup");
-    let recovers: Vec<_> = h
-        .agents
-        .calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            FakeCall::Recover { req, .. } => Some(req.injection_id),
-            _ => None,
-        })
-        .collect();
+    let recover = |id: &str| FakeCall::Recover {
+        node: "n1".into(),
+        req: havoc_api::v1::RecoverRequest {
+            injection_id: id.into(),
+        },
+    };
+    // The live target's injection, found through one List; then the vanished pod's, left on
+    // the node, by the final sweep (not left to its lease).
     assert_eq!(
-        recovers,
-        vec!["inj-7".to_string()],
-        "only the live pod is asked"
+        h.agents.calls(),
+        vec![
+            FakeCall::List { node: "n1".into() },
+            recover("inj-7"),
+            recover("inj-8"),
+        ]
+    );
+    assert_eq!(
+        h.agents.held(),
+        vec!["chaos-uid-2/aaaaaaaa-0000/containerd://c0c0c0c0c0c0c0c0/0".to_string()]
     );
     let calls = h.calls.lock().expect("calls").clone();
     let st = status_patch(&calls);
@@ -502,28 +568,59 @@ async fn delete_recovers_live_targets_and_counts_a_vanished_pod_as_gone() {
 
 #[tokio::test]
 async fn force_cleanup_removes_the_finalizer_when_the_agent_is_down() {
+    let agents = FakeAgentPool::new();
     let status = injected_status(
-        &[("web-0", "containerd://c0c0c0c0c0c0c0c0", "inj-7")],
+        &agents,
+        &[(
+            "web-0",
+            "aaaaaaaa-0000",
+            "containerd://c0c0c0c0c0c0c0c0",
+            "inj-7",
+        )],
         "2025-01-01T00:00:00Z",
         "2099-01-01T00:00:00Z",
     );
     let mut obj = chaos("NetworkChaos", network_spec(), Some(status), true);
-    let h = harness(World {
-        chaos: obj.clone(),
-        pods: world_pods(),
-        nodes: vec!["n1"],
-    });
+    let h = harness_with(
+        World {
+            chaos: obj.clone(),
+            pods: world_pods(),
+            nodes: vec!["n1"],
+        },
+        agents,
+    );
     h.agents.set_unreachable("n1", true);
     let o: NetworkChaos = serde_json::from_value(obj.clone()).expect("NetworkChaos");
-    controller::reconcile(Arc::new(o), h.ctx.clone())
+    let err = controller::reconcile(Arc::new(o), h.ctx.clone())
         .await
         .expect_err("without force-cleanup deletion waits for the agent");
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert_eq!(
+        h.agents.calls(),
+        vec![FakeCall::List { node: "n1".into() }],
+        "one List of the unreachable node, no sweep after the failure"
+    );
     obj["metadata"]["annotations"] = json!({"havoc.dev/force-cleanup": "true"});
     let o: NetworkChaos = serde_json::from_value(obj).expect("NetworkChaos");
     controller::reconcile(Arc::new(o), h.ctx.clone())
         .await
         .expect("forced cleanup finishes");
     let calls = h.calls.lock().expect("calls").clone();
+    let st = calls
+        .iter()
+        .rev()
+        .find(|c| c.method == Method::PATCH && c.path.ends_with("/status"))
+        .map(|c| c.body["status"].clone())
+        .expect("a status patch");
+    let gone = parsed(&st).records[0].clone();
+    assert_eq!(gone.phase, RecordPhase::Gone, "{st:#}");
+    assert!(
+        gone.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("force-cleanup: not recovered"),
+        "{gone:?}"
+    );
     assert!(calls
         .iter()
         .any(|c| c.method == Method::PATCH && c.path.ends_with("/networkchaos/exp")));
@@ -531,20 +628,35 @@ async fn force_cleanup_removes_the_finalizer_when_the_agent_is_down() {
 
 #[tokio::test]
 async fn duration_end_recovers_everything_and_finishes() {
+    let agents = FakeAgentPool::new();
     let status = injected_status(
+        &agents,
         &[
-            ("web-0", "containerd://c0c0c0c0c0c0c0c0", "inj-7"),
-            ("web-1", "containerd://c1c1c1c1c1c1c1c1", "inj-8"),
+            (
+                "web-0",
+                "aaaaaaaa-0000",
+                "containerd://c0c0c0c0c0c0c0c0",
+                "inj-7",
+            ),
+            (
+                "web-1",
+                "bbbbbbbb-1111",
+                "containerd://c1c1c1c1c1c1c1c1",
+                "inj-8",
+            ),
         ],
         "2025-01-01T00:00:00Z",
         "2025-01-01T00:01:00Z",
     );
     let obj = chaos("NetworkChaos", network_spec(), Some(status), false);
-    let h = harness(World {
-        chaos: obj.clone(),
-        pods: world_pods(),
-        nodes: vec!["n1"],
-    });
+    let h = harness_with(
+        World {
+            chaos: obj.clone(),
+            pods: world_pods(),
+            nodes: vec!["n1"],
+        },
+        agents,
+    );
     let o: NetworkChaos = serde_json::from_value(obj).expect("NetworkChaos");
     let action = controller::reconcile(Arc::new(o), h.ctx.clone())
         .await
@@ -557,6 +669,14 @@ async fn duration_end_recovers_everything_and_finishes() {
         .filter(|c| matches!(c, FakeCall::Recover { .. }))
         .count();
     assert_eq!(recovered, 2);
+    let lists = h
+        .agents
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, FakeCall::List { .. }))
+        .count();
+    assert_eq!(lists, 1, "one List per node, not per target");
+    assert!(h.agents.held().is_empty());
     let calls = h.calls.lock().expect("calls").clone();
     let st = status_patch(&calls);
     assert_eq!(st["phase"], "Finished", "{st:#}");
@@ -565,18 +685,28 @@ async fn duration_end_recovers_everything_and_finishes() {
 
 #[tokio::test]
 async fn pause_annotation_recovers_and_sets_the_paused_condition() {
+    let agents = FakeAgentPool::new();
     let status = injected_status(
-        &[("web-0", "containerd://c0c0c0c0c0c0c0c0", "inj-7")],
+        &agents,
+        &[(
+            "web-0",
+            "aaaaaaaa-0000",
+            "containerd://c0c0c0c0c0c0c0c0",
+            "inj-7",
+        )],
         "2025-01-01T00:00:00Z",
         "2099-01-01T00:00:00Z",
     );
     let mut obj = chaos("NetworkChaos", network_spec(), Some(status), false);
     obj["metadata"]["annotations"] = json!({"havoc.dev/pause": "true"});
-    let h = harness(World {
-        chaos: obj.clone(),
-        pods: world_pods(),
-        nodes: vec!["n1"],
-    });
+    let h = harness_with(
+        World {
+            chaos: obj.clone(),
+            pods: world_pods(),
+            nodes: vec!["n1"],
+        },
+        agents,
+    );
     let o: NetworkChaos = serde_json::from_value(obj).expect("NetworkChaos");
     let action = controller::reconcile(Arc::new(o), h.ctx.clone())
         .await
@@ -601,4 +731,90 @@ async fn pause_annotation_recovers_and_sets_the_paused_condition() {
     assert!(event_reasons(&calls).contains(&"Paused".to_string()));
     // The pod itself is untouched.
     assert!(!calls.iter().any(|c| c.path.contains("/pods/")));
+}
+
+#[tokio::test]
+async fn a_restarted_container_is_injected_again_and_its_old_injection_recovered() {
+    let agents = FakeAgentPool::new();
+    let old = "containerd://c0c0c0c0c0c0c0c0";
+    let status = injected_status(
+        &agents,
+        &[
+            ("web-0", "aaaaaaaa-0000", old, "inj-7"),
+            (
+                "web-1",
+                "bbbbbbbb-1111",
+                "containerd://c1c1c1c1c1c1c1c1",
+                "inj-8",
+            ),
+        ],
+        "2025-01-01T00:00:00Z",
+        "2099-01-01T00:00:00Z",
+    );
+    let obj = chaos("NetworkChaos", network_spec(), Some(status), false);
+    // web-0's container restarted: same pod, new container id.
+    let new = "containerd://e0e0e0e0e0e0e0e0";
+    let mut pods = world_pods();
+    pods[0] = pod("web-0", "aaaaaaaa-0000", "web", "n1", new);
+    let h = harness_with(
+        World {
+            chaos: obj.clone(),
+            pods,
+            nodes: vec!["n1"],
+        },
+        agents,
+    );
+    let o: NetworkChaos = serde_json::from_value(obj).expect("NetworkChaos");
+    let action = controller::reconcile(Arc::new(o), h.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(10))
+    );
+    let calls = h.agents.calls();
+    let FakeCall::Inject { node, req } = &calls[0] else {
+        panic!("{calls:#?}")
+    };
+    assert_eq!(
+        (node.as_str(), req.idempotency_key.as_str()),
+        ("n1", key("aaaaaaaa-0000", new).as_str())
+    );
+    assert_eq!(
+        calls[1..],
+        [
+            // The old container's injection is recovered now, not left to its lease...
+            FakeCall::List { node: "n1".into() },
+            FakeCall::Recover {
+                node: "n1".into(),
+                req: havoc_api::v1::RecoverRequest {
+                    injection_id: "inj-7".into(),
+                },
+            },
+            // ...and the leases renewed from the same List: the new injection and web-1's.
+            renew_call("inj-1"),
+            renew_call("inj-8"),
+        ],
+        "{calls:#?}"
+    );
+    assert_eq!(
+        h.agents.held(),
+        vec![
+            key("aaaaaaaa-0000", new),
+            key("bbbbbbbb-1111", "containerd://c1c1c1c1c1c1c1c1"),
+        ]
+    );
+    let calls = h.calls.lock().expect("calls").clone();
+    let st = status_patch(&calls);
+    let p = parsed(&st);
+    let r = p.find("app", "web-0").expect("web-0 record");
+    assert_eq!(
+        (r.phase, r.injected, r.container_id.as_str()),
+        (RecordPhase::Injected, 2, "e0e0e0e0e0e0")
+    );
+    let unchanged = p.find("app", "web-1").expect("web-1 record");
+    assert_eq!(
+        unchanged.injected, 1,
+        "an unchanged container is not injected again"
+    );
 }
