@@ -123,6 +123,14 @@ pub fn server_tls(ca: &Path, cert: &Path, key: &Path) -> Result<ServerTlsConfig,
         .client_auth_optional(false))
 }
 
+/// The client side's TLS: verifies the server against `ca` and presents `cert`. Callers that
+/// dial addresses the certificate does not name (the operator dials pod IPs) add
+/// `.domain_name(..)`.
+pub fn client_tls(ca: &Path, cert: &Path, key: &Path) -> Result<ClientTlsConfig, TlsError> {
+    let (ca, id) = identity(ca, cert, key)?;
+    Ok(ClientTlsConfig::new().ca_certificate(ca).identity(id))
+}
+
 /// The client side for `endpoint` (`https://HOST:PORT`): verifies the agent against `ca` (its
 /// certificate must name HOST) and presents `cert`. Connects lazily.
 pub fn client_endpoint(
@@ -131,8 +139,7 @@ pub fn client_endpoint(
     cert: &Path,
     key: &Path,
 ) -> Result<Endpoint, TlsError> {
-    let (ca, id) = identity(ca, cert, key)?;
-    let tls = ClientTlsConfig::new().ca_certificate(ca).identity(id);
+    let tls = client_tls(ca, cert, key)?;
     Endpoint::from_shared(endpoint.to_string())
         .and_then(|e| e.tls_config(tls))
         .map(|e| {

@@ -23,7 +23,7 @@ use havoc_api::v1::{
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Label of the agent DaemonSet's pods.
 pub const AGENT_LABEL: &str = "app.kubernetes.io/name=havoc-agent";
@@ -194,13 +194,8 @@ pub struct AgentTls {
 impl GrpcAgentPool {
     /// Loads the TLS files now (a wrong file fails at start, naming it) and connects lazily.
     pub fn new(locator: AgentLocator, tls: &AgentTls) -> Result<Self, AgentError> {
-        use havoc_api::tls::read_pem;
-        let ca = read_pem("CA certificate", &tls.ca, "certificate").map_err(AgentError::Tls)?;
-        let cert = read_pem("certificate", &tls.cert, "certificate").map_err(AgentError::Tls)?;
-        let key = read_pem("private key", &tls.key, "private key").map_err(AgentError::Tls)?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .identity(Identity::from_pem(cert, key))
+        let tls = havoc_api::tls::client_tls(&tls.ca, &tls.cert, &tls.key)
+            .map_err(AgentError::Tls)?
             .domain_name(tls.server_name.clone());
         Ok(GrpcAgentPool {
             locator,

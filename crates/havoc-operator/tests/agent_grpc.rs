@@ -45,11 +45,11 @@ impl Drop for Sleeper {
     }
 }
 
-/// The state letter of /proc/PID/stat (`S`, `R`, `T` when stopped).
+/// The state letter of the process (`S`, `R`, `T` when stopped).
 fn proc_state(pid: i32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after = stat.rsplit_once(')').expect("comm").1;
-    after.trim_start().chars().next().expect("state")
+    havoc_faults::procinfo::ProcInfo::read(pid)
+        .expect("the target exists")
+        .state
 }
 
 /// The agent's fault for a Kubernetes manifest, exactly as the controller encodes it.
