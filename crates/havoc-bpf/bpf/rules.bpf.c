@@ -7,6 +7,11 @@
  * The layout of `struct havoc_rule` is mirrored byte for byte by `src/rule.rs` (encode()); keep
  * the two in sync (the _Static_asserts below and the Rust unit tests pin the offsets).
  *
+ * The walk is a bpf_loop() (kernel 5.17+) over the slots up to the highest occupied one, whose
+ * callback calls the global function havoc_slot() for one rule. The verifier checks a global
+ * function once, on its own, so loading and verifying the classifier takes milliseconds; an
+ * unrolled 32-slot walk made the verifier process ~270,000 instructions (~0.6 s).
+ *
  * Parsing uses bpf_skb_load_bytes() rather than direct packet access: clang 14 + a variable IPv4
  * IHL is rejected by the verifier with direct access (KERNEL.md row 2b).
  */
@@ -94,8 +99,10 @@ struct havoc_counters {
 
 struct havoc_cfg {
 	__u32 drop_verdict;
-	__u32 ingress; /* 1 when attached on ingress */
+	__u32 ingress;  /* 1 when attached on ingress */
+	__u32 nr_slots; /* 1 + the highest slot that holds a rule; the walk stops there */
 };
+_Static_assert(sizeof(struct havoc_cfg) == 12, "havoc_cfg layout changed: update datapath.rs");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -386,73 +393,115 @@ static __always_inline int drop_verdict(void)
 	return TC_ACT_SHOT;
 }
 
+/*
+ * Applies the rule in `slot` to the packet: returns 1 if the packet is to be dropped (which
+ * ends the walk), 0 to go on with the next slot. `*now` caches bpf_ktime_get_ns() across the
+ * walk (0 = not read yet).
+ *
+ * A global (non-static, noinline) function: the verifier checks it once, on its own, with every
+ * argument unknown, whatever the caller's state. The classifier's cost for the verifier is then
+ * one rule body instead of one per slot (an unrolled 32-slot walk took ~0.6 s to verify).
+ */
+__attribute__((noinline)) int havoc_slot(struct __sk_buff *skb, const struct pkt *p, __u32 slot,
+					 __u64 *now)
+{
+	__u32 key = slot;
+	struct havoc_rule *r;
+
+	if (!p || !now)
+		return 0;
+	r = bpf_map_lookup_elem(&havoc_table, &key);
+	if (!r || !r->gen || r->action == ACT_NONE)
+		return 0;
+	if (r->expiry_ns) {
+		if (!*now)
+			*now = bpf_ktime_get_ns();
+		if (*now >= r->expiry_ns)
+			return 0;
+	}
+	struct havoc_counters *c = bpf_map_lookup_elem(&havoc_counters, &key);
+	bump(c, CNT_SEEN);
+	if (!rule_matches(r, p))
+		return 0;
+	bump(c, CNT_MATCHED);
+
+	switch (r->action) {
+	case ACT_PARTITION:
+		break;
+	case ACT_LOSS:
+		if (!decide_loss(r, key))
+			return 0;
+		break;
+	case ACT_LOSS_GE:
+		if (!decide_ge(r, key))
+			return 0;
+		break;
+	case ACT_CORRUPT:
+		if (chance(r->p[0]) && corrupt(skb, p, r->csum_mode))
+			bump(c, CNT_CORRUPTED);
+		return 0;
+	case ACT_DUPLICATE:
+		if (chance(r->p[0])) {
+			__u32 zero = 0;
+			struct havoc_cfg *cfg = bpf_map_lookup_elem(&havoc_cfg, &zero);
+			__u64 flags = (cfg && cfg->ingress) ? BPF_F_INGRESS : 0;
+			__u32 mark = skb->mark;
+			skb->mark = HAVOC_DUP_MARK;
+			if (bpf_clone_redirect(skb, skb->ifindex, flags) == 0)
+				bump(c, CNT_DUPLICATED);
+			skb->mark = mark;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+	bump(c, CNT_DROPPED);
+	return 1;
+}
+
+/* State of one packet's walk over the rule table, shared with walk_slot() through bpf_loop(). */
+struct walk {
+	struct __sk_buff *skb;
+	struct pkt p;
+	__u64 now;
+	__u32 drop; /* set when a rule drops the packet */
+};
+
+/* bpf_loop() callback: returns 1 to end the walk. */
+static long walk_slot(__u32 slot, void *data)
+{
+	struct walk *w = data;
+
+	if (havoc_slot(w->skb, &w->p, slot, &w->now)) {
+		w->drop = 1;
+		return 1;
+	}
+	return 0;
+}
+
 SEC("classifier")
 int havoc_rules(struct __sk_buff *skb)
 {
-	struct pkt p = {};
-	__u64 now = 0;
+	struct walk w = {};
 	__u32 zero = 0;
 
 	if (skb->mark == HAVOC_DUP_MARK) {
 		skb->mark = 0; /* our own duplicate: pass it untouched */
 		return TC_ACT_UNSPEC;
 	}
-	if (parse(skb, &p) < 0)
+	w.skb = skb;
+	if (parse(skb, &w.p) < 0)
 		return TC_ACT_UNSPEC;
 
-	for (__u32 slot = 0; slot < HAVOC_MAX_RULES; slot++) {
-		__u32 key = slot;
-		struct havoc_rule *r = bpf_map_lookup_elem(&havoc_table, &key);
-		if (!r || !r->gen || r->action == ACT_NONE)
-			continue;
-		if (r->expiry_ns) {
-			if (!now)
-				now = bpf_ktime_get_ns();
-			if (now >= r->expiry_ns)
-				continue;
-		}
-		struct havoc_counters *c = bpf_map_lookup_elem(&havoc_counters, &key);
-		bump(c, CNT_SEEN);
-		if (!rule_matches(r, &p))
-			continue;
-		bump(c, CNT_MATCHED);
-
-		switch (r->action) {
-		case ACT_PARTITION:
-			bump(c, CNT_DROPPED);
-			return drop_verdict();
-		case ACT_LOSS:
-			if (decide_loss(r, slot)) {
-				bump(c, CNT_DROPPED);
-				return drop_verdict();
-			}
-			break;
-		case ACT_LOSS_GE:
-			if (decide_ge(r, slot)) {
-				bump(c, CNT_DROPPED);
-				return drop_verdict();
-			}
-			break;
-		case ACT_CORRUPT:
-			if (chance(r->p[0]) && corrupt(skb, &p, r->csum_mode))
-				bump(c, CNT_CORRUPTED);
-			break;
-		case ACT_DUPLICATE:
-			if (chance(r->p[0])) {
-				struct havoc_cfg *cfg = bpf_map_lookup_elem(&havoc_cfg, &zero);
-				__u64 flags = (cfg && cfg->ingress) ? BPF_F_INGRESS : 0;
-				__u32 mark = skb->mark;
-				skb->mark = HAVOC_DUP_MARK;
-				if (bpf_clone_redirect(skb, skb->ifindex, flags) == 0)
-					bump(c, CNT_DUPLICATED);
-				skb->mark = mark;
-			}
-			break;
-		default:
-			break;
-		}
-	}
-	return TC_ACT_UNSPEC;
+	/* Slots past the last installed rule are empty: the walk stops there. */
+	struct havoc_cfg *cfg = bpf_map_lookup_elem(&havoc_cfg, &zero);
+	__u32 n = cfg ? cfg->nr_slots : HAVOC_MAX_RULES;
+	if (n > HAVOC_MAX_RULES)
+		n = HAVOC_MAX_RULES;
+	if (!n)
+		return TC_ACT_UNSPEC;
+	bpf_loop(n, walk_slot, &w, 0);
+	return w.drop ? drop_verdict() : TC_ACT_UNSPEC;
 }
 
 char LICENSE[] SEC("license") = "GPL";
