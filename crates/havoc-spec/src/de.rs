@@ -14,6 +14,7 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use crate::error::SpecError;
 use crate::path::FieldPath;
+use crate::units::clip;
 use crate::yaml::{Node, Pos, Value};
 
 /// A deserialization error; path and position are attached by the innermost node that saw it.
@@ -74,13 +75,17 @@ impl de::Error for DeError {
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         let message = if expected.is_empty() {
-            format!("unknown field `{field}`: this mapping takes no fields")
+            format!(
+                "unknown field `{}`: this mapping takes no fields",
+                clip(field)
+            )
         } else {
             let close = closest(field, expected)
                 .map(|c| format!("did you mean `{c}`? "))
                 .unwrap_or_default();
             format!(
-                "unknown field `{field}`: {close}expected one of {}",
+                "unknown field `{}`: {close}expected one of {}",
+                clip(field),
                 expected
                     .iter()
                     .map(|e| format!("`{e}`"))
@@ -96,7 +101,8 @@ impl de::Error for DeError {
             .map(|c| format!("did you mean `{c}`? "))
             .unwrap_or_default();
         de::Error::custom(format!(
-            "unknown value `{variant}`: {close}expected one of {}",
+            "unknown value `{}`: {close}expected one of {}",
+            clip(variant),
             expected.join(" | ")
         ))
     }
@@ -104,6 +110,10 @@ impl de::Error for DeError {
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
 pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // The distance table is len(word) x len(candidate): a long word is no typo of a field name.
+    if word.len() > 64 {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (levenshtein(&word.to_lowercase(), &c.to_lowercase()), *c))
@@ -184,7 +194,11 @@ macro_rules! de_number {
             let cleaned = text.trim().replace('_', "");
             match cleaned.parse::<$ty>() {
                 Ok(v) => self.wrap(visitor.$visit(v)),
-                Err(_) => Err(self.fail(format!("expected {}, got `{}`", $what, text))),
+                Err(_) => Err(self.fail(format!(
+                    "expected {}, got `{}`",
+                    $what,
+                    crate::units::clip(text)
+                ))),
             }
         }
     };
@@ -233,7 +247,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         match self.scalar("true or false")? {
             "true" | "True" | "TRUE" => self.wrap(visitor.visit_bool(true)),
             "false" | "False" | "FALSE" => self.wrap(visitor.visit_bool(false)),
-            other => Err(self.fail(format!("expected true or false, got `{other}`"))),
+            other => Err(self.fail(format!("expected true or false, got `{}`", clip(other)))),
         }
     }
 

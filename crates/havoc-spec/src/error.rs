@@ -13,12 +13,26 @@ pub struct SpecError {
     pub message: String,
 }
 
+/// The longest message shown, in characters: values are quoted clipped where the message is made
+/// ([`crate::units::clip`]); this is the net under every other path.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// The most problems [`SpecErrors::render`] lists; the rest are counted.
+pub const MAX_RENDERED: usize = 100;
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            None => std::borrow::Cow::Borrowed(self.message.as_str()),
+            Some((at, _)) => std::borrow::Cow::Owned(format!(
+                "{}… (message cut at {MAX_MESSAGE_CHARS} characters)",
+                &self.message[..at]
+            )),
+        };
         if self.path.is_root() {
-            write!(f, "{}", self.message)
+            write!(f, "{message}")
         } else {
-            write!(f, "{}: {}", self.path, self.message)
+            write!(f, "{}: {message}", self.path)
         }
     }
 }
@@ -28,13 +42,25 @@ impl fmt::Display for SpecError {
 pub struct SpecErrors(pub Vec<SpecError>);
 
 impl SpecErrors {
-    /// Renders every problem as `FILE:LINE:COL: path: message`, one per line.
+    /// Renders the problems as `FILE:LINE:COL: path: message`, one per line: the first
+    /// [`MAX_RENDERED`], then a line counting the others.
     pub fn render(&self, file: &str) -> String {
-        self.0
+        let mut lines: Vec<String> = self
+            .0
             .iter()
+            .take(MAX_RENDERED)
             .map(|e| format!("{file}:{}:{}: {e}", e.pos.line, e.pos.col))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        if self.0.len() > MAX_RENDERED {
+            let first = &self.0[MAX_RENDERED];
+            lines.push(format!(
+                "{file}:{}:{}: … and {} more problems",
+                first.pos.line,
+                first.pos.col,
+                self.0.len() - MAX_RENDERED
+            ));
+        }
+        lines.join("\n")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &SpecError> {

@@ -17,8 +17,13 @@ use crate::network::NetworkChaos;
 use crate::path::FieldPath;
 use crate::process::ProcessChaos;
 use crate::stress::StressChaos;
-use crate::units::HumanDuration;
+use crate::units::{clip, HumanDuration};
 use crate::yaml::{Node, Pos, Value};
+
+/// The longest a fault may last (`duration`, `spec.duration`).
+pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The latest a fault may start in its experiment (`after`).
+pub const MAX_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub const API_VERSION: &str = "havoc.dev/v1alpha1";
 pub const CHAOS_MESH_API_VERSION: &str = "chaos-mesh.org/v1alpha1";
@@ -173,15 +178,22 @@ impl Experiment {
         f.duration.or(self.spec.duration).map(|d| d.0)
     }
 
+    /// When the fault ends, from the start of the chaos phase: `after + duration`. Validation
+    /// bounds both by [`MAX_FAULT_DURATION`] and [`MAX_AFTER`]; the sum saturates anyway, so an
+    /// unvalidated experiment cannot overflow it.
+    pub fn fault_end(&self, f: &FaultEntry) -> Duration {
+        f.after
+            .map(|a| a.0)
+            .unwrap_or_default()
+            .saturating_add(self.fault_duration(f).unwrap_or_default())
+    }
+
     /// When the last fault ends, from the start of the chaos phase.
     pub fn chaos_length(&self) -> Duration {
         self.spec
             .faults
             .iter()
-            .map(|f| {
-                f.after.map(|a| a.0).unwrap_or_default()
-                    + self.fault_duration(f).unwrap_or_default()
-            })
+            .map(|f| self.fault_end(f))
             .max()
             .unwrap_or_default()
     }
@@ -257,7 +269,7 @@ pub fn experiment_from_node(root: &Node) -> Result<Experiment, SpecErrors> {
             errors.push(SpecError {
                 path: top.key("apiVersion"),
                 pos: root.get("apiVersion").map_or(root.pos, |n| n.pos),
-                message: format!("unsupported apiVersion `{av}`: expected `{API_VERSION}` (or `{CHAOS_MESH_API_VERSION}` for Chaos Mesh manifests)"),
+                message: format!("unsupported apiVersion `{}`: expected `{API_VERSION}` (or `{CHAOS_MESH_API_VERSION}` for Chaos Mesh manifests)", crate::units::clip(av)),
             });
         }
     }
@@ -340,7 +352,8 @@ pub fn experiment_from_node(root: &Node) -> Result<Experiment, SpecErrors> {
                 path: top.key("kind"),
                 pos: root.get("kind").map_or(root.pos, |n| n.pos),
                 message: format!(
-                    "unknown kind `{kind}`: {hint}expected one of {}",
+                    "unknown kind `{}`: {hint}expected one of {}",
+                    crate::units::clip(kind),
                     all.join(", ")
                 ),
             });
@@ -519,7 +532,8 @@ pub fn load_fault(
                 path: path.key("kind"),
                 pos,
                 message: format!(
-                    "unknown fault kind `{other}`: {hint}expected one of {}",
+                    "unknown fault kind `{}`: {hint}expected one of {}",
+                    crate::units::clip(other),
                     FAULT_KINDS.join(", ")
                 ),
             });
@@ -555,11 +569,19 @@ fn valid_name(s: &str) -> bool {
 pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
     let top = FieldPath::root();
     if !valid_name(&e.metadata.name) {
-        p.add(&top.key("metadata").key("name"), format!("`{}` is not a valid name: use 1..=63 lowercase letters, digits, `-`, `.` or `_`, starting with a letter or digit", e.metadata.name));
+        p.add(&top.key("metadata").key("name"), format!("`{}` is not a valid name: use 1..=63 lowercase letters, digits, `-`, `.` or `_`, starting with a letter or digit", clip(&e.metadata.name)));
     }
     let single = e.kind != "Experiment";
     let sp = top.key("spec");
     crate::probe::validate(e.spec.steady_state.as_ref(), e.spec.abort.as_ref(), &sp, p);
+    if let Some(d) = e.spec.duration {
+        if !single && d.0 > MAX_FAULT_DURATION {
+            p.add(
+                &sp.key("duration"),
+                format!("must be at most 7 days, got {d}"),
+            );
+        }
+    }
     let mut seen = HashSet::new();
     for (i, f) in e.spec.faults.iter().enumerate() {
         let fp = if single {
@@ -572,8 +594,8 @@ pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
                 p.add(
                     &fp.key("name"),
                     format!(
-                        "`{}` is not a valid name: use lowercase letters, digits and `-`",
-                        f.name
+                        "`{}` is not a valid name: use 1..=63 lowercase letters, digits and `-`",
+                        clip(&f.name)
                     ),
                 );
             } else if !seen.insert(f.name.clone()) {
@@ -602,10 +624,15 @@ pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
                     p.add(&fp.key("duration"), "must be greater than 0");
                 }
             }
-            Some(d) if d > Duration::from_secs(7 * 24 * 3600) => {
+            Some(d) if d > MAX_FAULT_DURATION => {
                 p.add(&fp.key("duration"), "must be at most 7 days")
             }
             _ => {}
+        }
+        if let Some(a) = f.after {
+            if a.0 > MAX_AFTER {
+                p.add(&fp.key("after"), format!("must be at most 7 days, got {a}"));
+            }
         }
         match &f.spec {
             FaultSpec::ProcessChaos(pc) => pc.validate(&fp, p),

@@ -229,7 +229,7 @@ impl std::str::FromStr for Cidr {
         let addr: IpAddr = a
             .trim()
             .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or CIDR (like 10.0.0.0/8 or fd00::/64); host names are not resolved"))?;
+            .map_err(|_| format!("`{}` is not an IP address or CIDR (like 10.0.0.0/8 or fd00::/64); host names are not resolved", crate::units::clip(s)))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -238,7 +238,12 @@ impl std::str::FromStr for Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|n| *n <= max)
-                .ok_or_else(|| format!("`{s}`: prefix length must be 0..={max}"))?,
+                .ok_or_else(|| {
+                    format!(
+                        "`{}`: prefix length must be 0..={max}",
+                        crate::units::clip(s)
+                    )
+                })?,
         };
         Ok(Cidr { addr, prefix })
     }
@@ -381,7 +386,13 @@ impl NetworkChaos {
                 || dev.contains('/')
                 || dev.contains(char::is_whitespace)
             {
-                p.add(&path.key("device"), format!("`{dev}` is not a valid interface name (1..=15 characters, no `/` or spaces)"));
+                p.add(
+                    &path.key("device"),
+                    format!(
+                        "`{}` is not a valid interface name (1..=15 characters, no `/` or spaces)",
+                        crate::units::clip(dev)
+                    ),
+                );
             }
         }
     }

@@ -82,8 +82,8 @@ impl fmt::Display for FieldPath {
         }
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
-                Segment::Key(k) if i == 0 => write!(f, "{k}")?,
-                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Key(k) if i == 0 => write!(f, "{}", crate::units::clip(k))?,
+                Segment::Key(k) => write!(f, ".{}", crate::units::clip(k))?,
                 Segment::Index(n) => write!(f, "[{n}]")?,
             }
         }

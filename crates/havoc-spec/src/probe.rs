@@ -463,6 +463,7 @@ impl FromStr for Comparison {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
+        let q = crate::units::clip(t);
         let ops = [
             (">=", CmpOp::Ge),
             ("<=", CmpOp::Le),
@@ -475,12 +476,12 @@ impl FromStr for Comparison {
             .find_map(|(text, op)| t.strip_prefix(text).map(|rest| (*op, rest.trim())))
         else {
             return Err(format!(
-                "`{t}` has no comparison operator: write e.g. `>= 0.99` or `<= 250ms` (operators: >=, <=, >, <, ==)"
+                "`{q}` has no comparison operator: write e.g. `>= 0.99` or `<= 250ms` (operators: >=, <=, >, <, ==)"
             ));
         };
         if rest.is_empty() {
             return Err(format!(
-                "`{t}` has no value after `{}`: write e.g. `{} 0.99` or `{} 250ms`",
+                "`{q}` has no value after `{}`: write e.g. `{} 0.99` or `{} 250ms`",
                 op.as_str(),
                 op.as_str(),
                 op.as_str()
@@ -488,7 +489,10 @@ impl FromStr for Comparison {
         }
         if let Ok(n) = rest.parse::<f64>() {
             if !n.is_finite() {
-                return Err(format!("`{rest}` is not a finite number"));
+                return Err(format!(
+                    "`{}` is not a finite number",
+                    crate::units::clip(rest)
+                ));
             }
             return Ok(Comparison {
                 op,
@@ -501,8 +505,9 @@ impl FromStr for Comparison {
                 threshold: Threshold::Duration(d.0),
             }),
             Err(_) => Err(format!(
-                "expected a number or a duration after `{}`, got `{rest}` (e.g. `{} 0.99`, `{} 250ms`)",
+                "expected a number or a duration after `{}`, got `{}` (e.g. `{} 0.99`, `{} 250ms`)",
                 op.as_str(),
+                crate::units::clip(rest),
                 op.as_str(),
                 op.as_str()
             )),
@@ -576,7 +581,14 @@ fn check_regex(re: &Option<String>, path: &FieldPath, p: &mut Problems) {
         if let Err(e) = regex::Regex::new(re) {
             let detail = e.to_string();
             let last = detail.lines().last().unwrap_or_default().trim().to_string();
-            p.add(path, format!("invalid regular expression `{re}`: {last}"));
+            p.add(
+                path,
+                format!(
+                    "invalid regular expression `{}`: {}",
+                    crate::units::clip(re),
+                    crate::units::clip(&last)
+                ),
+            );
         }
     }
 }
@@ -584,18 +596,19 @@ fn check_regex(re: &Option<String>, path: &FieldPath, p: &mut Problems) {
 /// Checks an `http://` URL without resolving anything: scheme, a host, a numeric port.
 pub fn check_http_url(url: &str) -> Result<(), String> {
     let t = url.trim();
+    let q = crate::units::clip(t);
     if t.chars().any(char::is_whitespace) || t != url {
-        return Err(format!("`{url}` contains whitespace"));
+        return Err(format!("`{q}` contains whitespace"));
     }
     let lower = t.to_ascii_lowercase();
     if lower.starts_with("https://") {
         return Err(format!(
-            "`{t}`: https is not supported (Havoc's probes are built without TLS): use an http:// URL, or a tcp probe on the port"
+            "`{q}`: https is not supported (Havoc's probes are built without TLS): use an http:// URL, or a tcp probe on the port"
         ));
     }
     let Some(rest) = lower.strip_prefix("http://").map(|_| &t[7..]) else {
         return Err(format!(
-            "`{t}` is not an http URL: write it like `http://10.0.0.2:8080/health`"
+            "`{q}` is not an http URL: write it like `http://10.0.0.2:8080/health`"
         ));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -603,7 +616,7 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         match v6.split_once(']') {
             Some((h, after)) => (h, after.strip_prefix(':')),
-            None => return Err(format!("`{t}`: unclosed `[` in the host")),
+            None => return Err(format!("`{q}`: unclosed `[` in the host")),
         }
     } else {
         match hostport.rsplit_once(':') {
@@ -613,13 +626,18 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
     };
     if host.is_empty() {
         return Err(format!(
-            "`{t}` has no host: write it like `http://10.0.0.2:8080/health`"
+            "`{q}` has no host: write it like `http://10.0.0.2:8080/health`"
         ));
     }
     if let Some(port) = port {
         match port.parse::<u16>() {
             Ok(n) if n > 0 => {}
-            _ => return Err(format!("`{t}`: `{port}` is not a port (1..=65535)")),
+            _ => {
+                return Err(format!(
+                    "`{q}`: `{}` is not a port (1..=65535)",
+                    crate::units::clip(port)
+                ))
+            }
         }
     }
     Ok(())
@@ -628,6 +646,7 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
 /// Checks a `host:port` address without resolving it.
 pub fn check_address(addr: &str) -> Result<(), String> {
     let t = addr.trim();
+    let q = crate::units::clip(t);
     let hint = "write it as `host:port`, e.g. `10.0.0.2:8080` or `[::1]:8080`";
     if let Ok(sa) = t.parse::<std::net::SocketAddr>() {
         return if sa.port() == 0 {
@@ -637,14 +656,17 @@ pub fn check_address(addr: &str) -> Result<(), String> {
         };
     }
     let Some((host, port)) = t.rsplit_once(':') else {
-        return Err(format!("`{t}` has no port: {hint}"));
+        return Err(format!("`{q}` has no port: {hint}"));
     };
     if host.is_empty() || host.contains(':') || host.chars().any(char::is_whitespace) {
-        return Err(format!("`{t}` is not a valid address: {hint}"));
+        return Err(format!("`{q}` is not a valid address: {hint}"));
     }
     match port.parse::<u16>() {
         Ok(n) if n > 0 => Ok(()),
-        _ => Err(format!("`{port}` is not a port (1..=65535): {hint}")),
+        _ => Err(format!(
+            "`{}` is not a port (1..=65535): {hint}",
+            crate::units::clip(port)
+        )),
     }
 }
 
@@ -685,7 +707,7 @@ impl SteadyState {
         for (i, probe) in self.probes.iter().enumerate() {
             let ip = pp.index(i);
             if !valid_name(&probe.name) {
-                p.add(&ip.key("name"), format!("`{}` is not a valid name: use 1..=63 lowercase letters, digits, `-`, `.` or `_`, starting with a letter or digit", probe.name));
+                p.add(&ip.key("name"), format!("`{}` is not a valid name: use 1..=63 lowercase letters, digits, `-`, `.` or `_`, starting with a letter or digit", crate::units::clip(&probe.name)));
             } else if !seen.insert(probe.name.as_str()) {
                 p.add(
                     &ip.key("name"),
@@ -721,7 +743,8 @@ impl ProbeSpec {
                 p.add(
                     &path.key("netns"),
                     format!(
-                        "`{ns}` is not a namespace name (as in `ip netns`) or an absolute path"
+                        "`{}` is not a namespace name (as in `ip netns`) or an absolute path",
+                        crate::units::clip(ns)
                     ),
                 );
             }
@@ -788,7 +811,7 @@ impl HttpCheck {
             if k.is_empty() || !k.chars().all(token) {
                 p.add(
                     &path.key("headers").key(k),
-                    format!("`{k}` is not a valid header name"),
+                    format!("`{}` is not a valid header name", crate::units::clip(k)),
                 );
             }
             if v.chars().any(|c| c == '\r' || c == '\n') {
@@ -948,7 +971,8 @@ impl Abort {
                 p.add(
                     &wp.index(i),
                     format!(
-                        "no probe is named `{name}`: expected one of {}",
+                        "no probe is named `{}`: expected one of {}",
+                        crate::units::clip(name),
                         names
                             .iter()
                             .map(|n| format!("`{n}`"))

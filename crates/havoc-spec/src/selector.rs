@@ -146,7 +146,10 @@ impl Selector {
             if !c.starts_with('/') {
                 p.add(
                     &path.key("cgroups").index(i),
-                    format!("must be an absolute cgroup path starting with `/`, got `{c}`"),
+                    format!(
+                        "must be an absolute cgroup path starting with `/`, got `{}`",
+                        crate::units::clip(c)
+                    ),
                 );
             } else if c.split('/').any(|s| s == "..") {
                 p.add(&path.key("cgroups").index(i), "must not contain `..`");
@@ -172,7 +175,10 @@ pub fn validate_mode(mode: Mode, value: Option<&str>, path: &FieldPath, p: &mut 
             Ok(n) if n >= 1 => {}
             _ => p.add(
                 &vpath,
-                format!("must be a whole number >= 1 with mode fixed, got `{v}`"),
+                format!(
+                    "must be a whole number >= 1 with mode fixed, got `{}`",
+                    crate::units::clip(v)
+                ),
             ),
         },
         (_, Some(v)) => match v.trim().trim_end_matches('%').parse::<u32>() {
@@ -180,8 +186,9 @@ pub fn validate_mode(mode: Mode, value: Option<&str>, path: &FieldPath, p: &mut 
             _ => p.add(
                 &vpath,
                 format!(
-                    "must be a percentage 1..=100 with mode `{}`, got `{v}`",
-                    mode_name(mode)
+                    "must be a percentage 1..=100 with mode `{}`, got `{}`",
+                    mode_name(mode),
+                    crate::units::clip(v)
                 ),
             ),
         },

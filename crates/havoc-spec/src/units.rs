@@ -61,19 +61,42 @@ impl From<Duration> for HumanDuration {
     }
 }
 
+/// The longest duration any field accepts (365 days). Fields have tighter bounds of their own
+/// (a fault lasts at most 7 days, a probe timeout at most 10 minutes...); this one keeps every
+/// sum and `Instant + duration` of spec values far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
+        let q = clip(t);
         if t == "0" {
             return Ok(Self(Duration::ZERO));
         }
         if t.parse::<f64>().is_ok() {
-            return Err(format!("`{t}` has no unit: write e.g. `{t}s` or `{t}ms`"));
+            return Err(format!("`{q}` has no unit: write e.g. `{q}s` or `{q}ms`"));
         }
-        humantime::parse_duration(t).map(Self).map_err(|_| {
-            format!("invalid duration `{t}`: expected a number with a unit (ns, us, ms, s, m, h), like `150ms`, `30s` or `1m30s`")
-        })
+        let d = humantime::parse_duration(t).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => {
+                format!("`{q}` is too long: durations are at most 365 days")
+            }
+            _ => format!("invalid duration `{q}`: expected a number with a unit (ns, us, ms, s, m, h), like `150ms`, `30s` or `1m30s`"),
+        })?;
+        if d > MAX_DURATION {
+            return Err(format!("`{q}` is too long: durations are at most 365 days"));
+        }
+        Ok(Self(d))
+    }
+}
+
+/// At most 64 characters of `s` for a message, with `…` and the full length when cut: a
+/// hostile 10 MB value is never echoed whole.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..at], s.len())),
     }
 }
 
@@ -106,12 +129,13 @@ impl FromStr for Percent {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
+        let q = clip(t);
         let num = t.strip_suffix('%').unwrap_or(t).trim();
         match num.parse::<f64>() {
             Ok(v) if (0.0..=100.0).contains(&v) => Ok(Percent(v)),
             Ok(v) => Err(format!("must be a percentage in 0..=100, got {v}")),
             Err(_) => Err(format!(
-                "expected a percentage in 0..=100 such as `25` or `2.5`, got `{t}`"
+                "expected a percentage in 0..=100 such as `25` or `2.5`, got `{q}`"
             )),
         }
     }
@@ -133,6 +157,9 @@ fn split_number(t: &str) -> (&str, &str) {
     t.split_at(at)
 }
 
+/// The largest size any field accepts.
+pub const MAX_BYTES: u64 = 16 << 40;
+
 /// A size in bytes: `512`, `64KB` (1000), `64KiB` (1024), `256MB`, `256MiB`, `1GB`, `1GiB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
@@ -141,6 +168,7 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
+        let q = clip(t);
         let (num, unit) = split_number(t);
         let unit = unit.trim();
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -155,14 +183,19 @@ impl FromStr for ByteSize {
             "ti" | "tib" => 1 << 40,
             _ => {
                 return Err(format!(
-                    "invalid size `{t}`: unknown unit `{unit}`; use B, KB, KiB, MB, MiB, GB or GiB"
+                    "invalid size `{q}`: unknown unit `{}`; use B, KB, KiB, MB, MiB, GB or GiB",
+                    clip(unit)
                 ))
             }
         };
         let v: f64 = num.parse().map_err(|_| {
-            format!("invalid size `{t}`: expected a number with a unit, like `256MiB`")
+            format!("invalid size `{q}`: expected a number with a unit, like `256MiB`")
         })?;
-        Ok(ByteSize((v * mult as f64).round() as u64))
+        let bytes = v * mult as f64;
+        if bytes > MAX_BYTES as f64 {
+            return Err(format!("`{q}` is too large: sizes are at most 16TiB"));
+        }
+        Ok(ByteSize(bytes.round() as u64))
     }
 }
 
@@ -274,6 +307,7 @@ impl FromStr for Signal {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
+        let q = clip(t);
         if let Ok(n) = t.parse::<i32>() {
             return if (1..=64).contains(&n) {
                 Ok(Signal(n))
@@ -290,7 +324,7 @@ impl FromStr for Signal {
         SIGNALS.iter().find(|(name, _)| *name == full).map(|(_, n)| Signal(*n)).ok_or_else(|| {
             let names: Vec<&str> = SIGNALS.iter().map(|(s, _)| *s).collect();
             let hint = crate::de::closest(&full, &names).map(|c| format!(" (did you mean {c}?)")).unwrap_or_default();
-            format!("unknown signal `{t}`{hint}: use a name like SIGTERM, SIGKILL, SIGUSR1, or a number")
+            format!("unknown signal `{q}`{hint}: use a name like SIGTERM, SIGKILL, SIGUSR1, or a number")
         })
     }
 }
@@ -303,6 +337,9 @@ impl fmt::Display for Signal {
 
 text_value!(Signal, "a signal name such as SIGTERM, or a number");
 
+/// The fastest rate any field accepts, in bits per second (1 Tbit/s).
+pub const MAX_RATE: u64 = 1_000_000_000_000;
+
 /// A data rate in bits per second: `10mbps`, `1gbit`, `500kbit`, `100bps` (tc and Chaos Mesh units).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rate(pub u64);
@@ -311,9 +348,10 @@ impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
+        let q = clip(t);
         let (num, unit) = split_number(t);
         let v: f64 = num.parse().map_err(|_| {
-            format!("invalid rate `{t}`: expected a number with a unit, like `10mbps` or `1gbit`")
+            format!("invalid rate `{q}`: expected a number with a unit, like `10mbps` or `1gbit`")
         })?;
         // tc's convention: "bit" units are bits per second, "bps" units are BYTES per second.
         let bits: f64 = match unit.to_ascii_lowercase().as_str() {
@@ -327,13 +365,17 @@ impl FromStr for Rate {
             "gbps" => 8e9,
             _ => {
                 return Err(format!(
-                    "invalid rate `{t}`: unknown unit `{unit}`; use bit, kbit, mbit, gbit (bits/s) or bps, kbps, mbps, gbps (bytes/s, as in tc)"
+                    "invalid rate `{q}`: unknown unit `{}`; use bit, kbit, mbit, gbit (bits/s) or bps, kbps, mbps, gbps (bytes/s, as in tc)",
+                    clip(unit)
                 ))
             }
         };
+        if v * bits > MAX_RATE as f64 {
+            return Err(format!("`{q}` is too fast: rates are at most 1000gbit"));
+        }
         let r = (v * bits).round() as u64;
         if r == 0 {
-            return Err(format!("rate must be greater than zero, got `{t}`"));
+            return Err(format!("rate must be greater than zero, got `{q}`"));
         }
         Ok(Rate(r))
     }
