@@ -4,11 +4,21 @@
 //! fsync it, rename it over the old one, fsync the directory) each time an entry is added or
 //! removed, so after a crash it holds exactly the injections that may still be in effect. A journal
 //! whose owner (pid *and* start time) is no longer alive is stale: the watchdog, `havoc recover`
-//! and the next start of `havoc run` replay it.
+//! and the next start of `havoc run` or the agent replay it.
+//!
+//! Whoever replays a stale journal first [`claim`]s it: an exclusive `flock` on the journal file,
+//! held across the replay and the removal of the file. A second replayer (a restarted agent while
+//! the dead agent's watchdog is still at work, `havoc recover` at the same moment) waits for the
+//! lock and then finds the file gone, so one journal is replayed by one process at a time, and a
+//! restarted holder starts injecting only after the watchdog's replay has ended. The owner itself
+//! never locks: it replaces the file by rename, and a claim checks that it holds the file that is
+//! in place.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use havoc_faults::procinfo::ProcInfo;
 use havoc_faults::undo::UndoOutcome;
@@ -33,6 +43,19 @@ pub enum JournalError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("journal {path} is being replayed by another process (still locked after {waited:?})")]
+    Busy { path: PathBuf, waited: Duration },
+}
+
+impl JournalError {
+    /// The file or directory the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            JournalError::Io { path, .. }
+            | JournalError::Corrupt { path, .. }
+            | JournalError::Busy { path, .. } => path,
+        }
+    }
 }
 
 fn io<'a>(
@@ -229,23 +252,55 @@ impl Found {
     }
 }
 
-/// Every journal under `state_dir`.
+/// Every journal under `state_dir`; the first one that cannot be read is an error.
 pub fn list(state_dir: &Path) -> Result<Vec<Found>, JournalError> {
+    let l = list_report(state_dir)?;
+    match l.unreadable.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(l.found),
+    }
+}
+
+/// The journals under a state directory: those read, and those that could not be.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub found: Vec<Found>,
+    /// Journals (or directory entries) that could not be read: what they hold is unknown.
+    pub unreadable: Vec<JournalError>,
+}
+
+/// Every journal under `state_dir`, going on past the ones that cannot be read. Err only if the
+/// directory itself cannot be listed (a missing directory is an empty listing).
+pub fn list_report(state_dir: &Path) -> Result<Listing, JournalError> {
     let dir = runs_dir(state_dir);
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
         Err(e) => return Err(io("read journal directory", &dir)(e)),
     };
-    let mut out = Vec::new();
-    for ent in rd.flatten() {
+    let mut out = Listing::default();
+    for ent in rd {
+        let ent = match ent {
+            Ok(e) => e,
+            Err(e) => {
+                out.unreadable
+                    .push(io("read journal directory", &dir)(e));
+                continue;
+            }
+        };
         let path = ent.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        out.push(read(&path)?);
+        match read(&path) {
+            Ok(f) => out.found.push(f),
+            // Replayed and removed between listing and reading.
+            Err(JournalError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out.unreadable.push(e),
+        }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.found.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
@@ -260,6 +315,102 @@ pub fn read(path: &Path) -> Result<Found, JournalError> {
         data,
     })
 }
+
+/// An exclusive claim on a journal file (an `flock`), held while replaying it; see the module
+/// documentation. Dropping the claim releases the lock.
+#[derive(Debug)]
+pub struct Claim {
+    _file: File,
+    found: Found,
+}
+
+impl Claim {
+    /// The journal as read under the lock.
+    pub fn found(&self) -> &Found {
+        &self.found
+    }
+
+    /// Replays the journal, newest entry first, keeping the file.
+    pub fn replay_keep(&self) -> Replay {
+        replay_keep(&self.found)
+    }
+
+    /// Replays the journal twice, [`SETTLE`] apart (what a watchdog does right after its holder
+    /// died), keeping the file.
+    pub fn replay_twice(&self) -> Replay {
+        let first = self.replay_keep();
+        std::thread::sleep(SETTLE);
+        let mut r = self.replay_keep();
+        r.done.splice(0..0, first.done);
+        r
+    }
+
+    /// Removes the journal file (still under the lock): everything of its run was undone.
+    pub fn remove(self) {
+        remove(&self.found);
+    }
+}
+
+/// Claims the journal at `path` for replay, waiting up to `wait` for another replayer's claim.
+/// `Ok(None)`: the journal is gone (another process recovered it).
+pub fn claim(path: &Path, wait: Duration) -> Result<Option<Claim>, JournalError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("open journal", path)(e)),
+        };
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(JournalError::Busy {
+                        path: path.to_path_buf(),
+                        waited: wait,
+                    })
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io("lock journal", path)(e)),
+            }
+        }
+        // The file we locked must still be the one in place: a replayer that went before us
+        // removed it, or its (then live) owner replaced it.
+        let ours = file.metadata().map_err(io("stat journal", path))?;
+        match fs::metadata(path) {
+            Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
+            Ok(_) if Instant::now() < deadline => continue,
+            Ok(_) => {
+                return Err(JournalError::Busy {
+                    path: path.to_path_buf(),
+                    waited: wait,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("stat journal", path)(e)),
+        }
+        let mut bytes = Vec::new();
+        (&file)
+            .read_to_end(&mut bytes)
+            .map_err(io("read journal", path))?;
+        let data = serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return Ok(Some(Claim {
+            _file: file,
+            found: Found {
+                path: path.to_path_buf(),
+                data,
+            },
+        }));
+    }
+}
+
+/// How long a replayer waits for another one's claim before giving up on a journal.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// The result of replaying one journal.
 #[derive(Debug, Clone, Default)]
@@ -308,13 +459,149 @@ pub fn replay_keep(found: &Found) -> Replay {
     r
 }
 
-/// Replays every stale journal (owner dead). Returns (run id, replay) pairs.
+/// Replays every stale journal (owner dead), each under its [`claim`]. Returns (run id, replay)
+/// pairs; a journal that could not be read or claimed is a failed line of its replay (named by
+/// its file), so nothing unknown passes for recovered.
 pub fn recover_stale(state_dir: &Path) -> Result<Vec<(String, Replay)>, JournalError> {
-    Ok(list(state_dir)?
+    let listing = list_report(state_dir)?;
+    let mut out: Vec<(String, Replay)> = listing
+        .unreadable
+        .iter()
+        .map(|e| {
+            (
+                file_stem(e.path()),
+                Replay {
+                    failed: vec![crate::error_chain(e)],
+                    ..Replay::default()
+                },
+            )
+        })
+        .collect();
+    for f in listing.found.into_iter().filter(|f| !f.owner_alive()) {
+        let run = f.data.run_id.clone();
+        match replay_claimed(&f.path) {
+            Ok(Some(r)) => out.push((run, r)),
+            Ok(None) => {}
+            Err(e) => out.push((
+                run,
+                Replay {
+                    failed: vec![crate::error_chain(&e)],
+                    ..Replay::default()
+                },
+            )),
+        }
+    }
+    Ok(out)
+}
+
+fn file_stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Time between the watchdog's two replays: the pipe to it closes early in its owner's exit,
+/// before the tools the owner ran (ip, tc, iptables) get their parent-death signal, so a change
+/// such a tool was making can land after the first replay.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// Claims `path` and, if its owner is still dead, replays it and removes it when nothing
+/// failed. `Ok(None)`: gone (another process recovered it), or owned by a live process.
+fn replay_claimed(path: &Path) -> Result<Option<Replay>, JournalError> {
+    let Some(c) = claim(path, CLAIM_WAIT)? else {
+        return Ok(None);
+    };
+    let d = &c.found().data;
+    if ProcInfo::is_same(d.owner_pid, d.owner_start_time) {
+        return Ok(None);
+    }
+    let r = c.replay_keep();
+    if r.failed.is_empty() {
+        c.remove();
+    }
+    Ok(Some(r))
+}
+
+/// The owner of a set of journals: a process, by pid and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn this_process() -> Owner {
+        let pid = std::process::id() as i32;
+        Owner {
+            pid,
+            start_time: ProcInfo::read(pid)
+                .map(|p| p.start_time)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn owns(&self, d: &JournalData) -> bool {
+        d.owner_pid == self.pid && d.owner_start_time == self.start_time
+    }
+}
+
+/// Replays every journal under `state_dir` owned by `owner` (which has ended), each claimed and
+/// replayed twice [`SETTLE`] apart: the watchdog of a holder of many journals (the agent).
+/// Returns (run id, replay) pairs, unreadable or unclaimable journals as failed lines.
+pub fn recover_owned(
+    state_dir: &Path,
+    owner: Owner,
+) -> Result<Vec<(String, Replay)>, JournalError> {
+    let listing = list_report(state_dir)?;
+    let mine: Vec<Found> = listing
+        .found
         .into_iter()
-        .filter(|f| !f.owner_alive())
-        .map(|f| (f.data.run_id.clone(), replay(&f)))
-        .collect())
+        .filter(|f| owner.owns(&f.data))
+        .collect();
+    let mut out: Vec<(String, Replay)> = listing
+        .unreadable
+        .iter()
+        .map(|e| {
+            (
+                file_stem(e.path()),
+                Replay {
+                    failed: vec![crate::error_chain(e)],
+                    ..Replay::default()
+                },
+            )
+        })
+        .collect();
+    if mine.is_empty() {
+        return Ok(out);
+    }
+    // Claim all first and replay them together, so the settle pause is paid once.
+    let mut claims = Vec::new();
+    for f in &mine {
+        match claim(&f.path, CLAIM_WAIT) {
+            Ok(Some(c)) if owner.owns(&c.found().data) => claims.push(c),
+            Ok(_) => {}
+            Err(e) => out.push((
+                f.data.run_id.clone(),
+                Replay {
+                    failed: vec![crate::error_chain(&e)],
+                    ..Replay::default()
+                },
+            )),
+        }
+    }
+    let mut firsts: Vec<Replay> = claims.iter().map(Claim::replay_keep).collect();
+    std::thread::sleep(SETTLE);
+    for (c, first) in claims.into_iter().zip(firsts.iter_mut()) {
+        let mut r = c.replay_keep();
+        r.done.splice(0..0, std::mem::take(&mut first.done));
+        let run = c.found().data.run_id.clone();
+        if r.failed.is_empty() {
+            c.remove();
+        }
+        out.push((run, r));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

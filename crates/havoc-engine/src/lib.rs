@@ -7,6 +7,7 @@
 //! run report. It never talks to Kubernetes and holds no fault-specific logic.
 
 pub mod journal;
+mod lifecycle;
 pub mod report;
 pub mod resolve;
 pub mod run;

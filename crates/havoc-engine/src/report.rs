@@ -18,8 +18,9 @@ pub enum Verdict {
     Interrupted,
     /// Stopped because a steady-state probe breached its abort limit; everything was recovered.
     Aborted,
-    /// Every fault ran and was recovered, but a steady-state probe failed its tolerance: the
-    /// hypothesis did not hold.
+    /// Every fault ran and was recovered, but a steady-state probe failed its tolerance (the
+    /// hypothesis did not hold), or a fault was not held as requested on some target (skipped
+    /// for a conflict, or its achieved hold differs from the request: see `holdDeviation`).
     Deviated,
 }
 
@@ -76,13 +77,54 @@ pub struct FaultReport {
 pub struct TargetReport {
     pub target: Target,
     pub label: String,
+    /// When the fault was first in effect on this target: its hold counts from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub injected_at_seconds: Option<f64>,
+    /// When its recovery ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered_at_seconds: Option<f64>,
+    /// From the planned start (baseline + `after`) to in effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inject_latency_ms: Option<f64>,
+    /// From deciding to recover to recovered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recover_latency_ms: Option<f64>,
+    /// The hold that was asked for (the fault's duration).
+    pub hold_requested_seconds: f64,
+    /// The hold that happened: from in effect to the end of recovery, or to when the effect
+    /// ended on its own (the target exited, someone else undid it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_achieved_seconds: Option<f64>,
+    /// Set when the achieved hold is short of the request by more than 1 % or 50 ms, or longer
+    /// by more than 1 % or 250 ms: what happened, in words. The run is then `deviated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_deviation: Option<String>,
+    /// Set when the target was left alone because something else holds it (a conflict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     pub effect: Effect,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl TargetReport {
+    /// A target nothing has happened to yet.
+    pub fn new(target: &Target, requested: std::time::Duration) -> TargetReport {
+        TargetReport {
+            target: target.clone(),
+            label: target.label(),
+            injected_at_seconds: None,
+            recovered_at_seconds: None,
+            inject_latency_ms: None,
+            recover_latency_ms: None,
+            hold_requested_seconds: requested.as_secs_f64(),
+            hold_achieved_seconds: None,
+            hold_deviation: None,
+            skipped: None,
+            effect: Effect::default(),
+            error: None,
+        }
+    }
 }
 
 impl RunReport {
@@ -112,7 +154,20 @@ impl RunReport {
                     (Some(a), None) => format!("{a:.2}s → (not recovered)"),
                     _ => "not injected".into(),
                 };
-                out.push_str(&format!("    {}: {when}: {}", t.label, t.effect.summary));
+                let held = match t.hold_achieved_seconds {
+                    Some(h) => format!(" (held {h:.2}s of {:.2}s)", t.hold_requested_seconds),
+                    None => String::new(),
+                };
+                out.push_str(&format!(
+                    "    {}: {when}{held}: {}",
+                    t.label, t.effect.summary
+                ));
+                if let Some(s) = &t.skipped {
+                    out.push_str(&format!(" — SKIPPED: {s}"));
+                }
+                if let Some(d) = &t.hold_deviation {
+                    out.push_str(&format!(" — NOT HELD AS ASKED: {d}"));
+                }
                 if let Some(e) = &t.error {
                     out.push_str(&format!(" — error: {e}"));
                 }

@@ -2,21 +2,26 @@
 //! schedule, hold, and recover — on the normal end, on an injection failure, on a signal, on a
 //! panic — with the journal written before every injection and the watchdog armed.
 //!
-//! All injection and recovery runs on the thread that calls [`execute`]: helper processes are
-//! tied to the life of the thread that spawned them (`PR_SET_PDEATHSIG`), and faults are plain
-//! synchronous code.
+//! A run is a set of independent lifecycles, one per fault and target, each on its own thread
+//! ([`crate::lifecycle`]): wait for its start, inject, hold for its duration counted from when it
+//! is in effect, recover. One slow injection or recovery never moves another. The thread that
+//! calls [`execute`] only watches: it forwards progress to the observer, turns signals and probe
+//! breaches into an abort that every lifecycle sees at once, and assembles the report.
+//! Helper processes are tied to the thread that spawned them (`PR_SET_PDEATHSIG`), which is the
+//! lifecycle's, and it lives until its injection is recovered.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use havoc_faults::{Context, Fault, Injection, Target};
+use havoc_faults::{Fault, Target};
 use havoc_spec::{Experiment, FaultEntry, FaultSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::journal::Journal;
+use crate::lifecycle::{self, Lifecycle, Msg, Outcome, Shared};
 use crate::report::{FaultReport, RunReport, TargetReport, Timing, Verdict};
 use crate::resolve::{self, Protection, ResolveError};
 use crate::watchdog::Watchdog;
@@ -27,6 +32,9 @@ pub struct PlannedFault {
     pub start: Duration,
     pub duration: Duration,
     pub targets: Vec<Target>,
+    /// Targets the selector chose that conflict with something else holding them (a process
+    /// stopped by someone other than Havoc): not injected, named in the report with the reason.
+    pub conflicts: Vec<(Target, String)>,
     pub fault: Box<dyn Fault>,
 }
 
@@ -49,7 +57,7 @@ pub enum PlanError {
 }
 
 /// A stable per-fault seed: the run's seed mixed with the fault's name.
-fn fault_seed(seed: u64, name: &str) -> u64 {
+pub(crate) fn fault_seed(seed: u64, name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h ^= b as u64;
@@ -71,17 +79,28 @@ pub fn plan(experiment: &Experiment, seed: u64, protect: &Protection) -> Result<
             _ => resolve::resolve_processes(&entry.name, sel, protect, &mut rng)?,
         };
         let fault = havoc_faults::build(&entry.spec);
-        for t in &targets {
-            fault.check(t).map_err(|source| PlanError::Refused {
-                fault: entry.name.clone(),
-                source,
-            })?;
+        let mut ok = Vec::with_capacity(targets.len());
+        let mut conflicts = Vec::new();
+        for t in targets {
+            match fault.check(&t) {
+                Ok(()) => ok.push(t),
+                Err(havoc_faults::FaultError::Conflict { reason, .. }) => {
+                    conflicts.push((t, reason))
+                }
+                Err(source) => {
+                    return Err(PlanError::Refused {
+                        fault: entry.name.clone(),
+                        source,
+                    })
+                }
+            }
         }
         faults.push(PlannedFault {
             entry: entry.clone(),
             start: entry.after.map(|a| a.0).unwrap_or_default(),
             duration: experiment.fault_duration(entry).unwrap_or_default(),
-            targets,
+            targets: ok,
+            conflicts,
             fault,
         });
     }
@@ -111,15 +130,19 @@ impl Plan {
             for t in &f.targets {
                 out.push_str(&format!("    -> {}\n", t.label()));
             }
+            for (t, why) in &f.conflicts {
+                out.push_str(&format!("    -> {} SKIPPED: {why}\n", t.label()));
+            }
         }
         out
     }
 
-    /// When the last fault ends.
+    /// When the last fault is planned to end (each is held from when it is in effect, so the
+    /// real end is later by the injection latency).
     pub fn length(&self) -> Duration {
         self.faults
             .iter()
-            .map(|f| f.start + f.duration)
+            .map(|f| f.start.saturating_add(f.duration))
             .max()
             .unwrap_or_default()
     }
@@ -146,6 +169,12 @@ pub enum Event<'a> {
         fault: &'a str,
         target: &'a str,
         error: &'a str,
+    },
+    /// A target left alone because something else holds it (a conflict, decided per target).
+    Skipped {
+        fault: &'a str,
+        target: &'a str,
+        reason: &'a str,
     },
     Tick {
         elapsed: Duration,
@@ -263,23 +292,174 @@ impl RunConfig {
     }
 }
 
-struct Live {
-    journal_id: u64,
-    injection: Box<dyn Injection>,
-}
-
-struct FaultState {
-    live: Vec<(usize, Live)>,
-    reports: Vec<TargetReport>,
-    done: bool,
-    started: bool,
-}
-
 fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+/// The state of a run between its start and its report: what [`execute`]'s early exits and its
+/// normal end all need to write the report.
+struct Run<'p> {
+    plan: &'p Plan,
+    run_id: String,
+    started_at: u64,
+    errors: Vec<String>,
+    timing: Timing,
+}
+
+impl Run<'_> {
+    /// A run that ended before any fault could start.
+    fn failed_early(self, why: String) -> RunReport {
+        let outcomes = self
+            .plan
+            .faults
+            .iter()
+            .map(|f| f.targets.iter().map(|_| Outcome::default()).collect())
+            .collect();
+        self.report(
+            Verdict::Failed,
+            Some(why),
+            outcomes,
+            Instant::now(),
+            true,
+            Duration::ZERO,
+        )
+    }
+
+    /// The report. `t0` is the start of the run (the baseline, if any, comes first).
+    fn report(
+        self,
+        verdict: Verdict,
+        reason: Option<String>,
+        outcomes: Vec<Vec<Outcome>>,
+        t0: Instant,
+        all_recovered: bool,
+        took: Duration,
+    ) -> RunReport {
+        let Run {
+            plan,
+            run_id,
+            started_at,
+            errors,
+            timing,
+        } = self;
+        let baseline = plan
+            .experiment
+            .spec
+            .steady_state
+            .as_ref()
+            .map(|s| s.baseline.0)
+            .unwrap_or_default();
+        let secs = |i: Instant| i.saturating_duration_since(t0).as_secs_f64();
+        let mut not_held = Vec::new();
+        let faults: Vec<FaultReport> = plan
+            .faults
+            .iter()
+            .zip(outcomes)
+            .map(|(f, outs)| {
+                let planned_start = t0 + baseline + f.start;
+                let mut targets: Vec<TargetReport> = f
+                    .targets
+                    .iter()
+                    .zip(outs)
+                    .map(|(t, o)| target_report(t, o, f.duration, planned_start, &secs))
+                    .collect();
+                targets.extend(f.conflicts.iter().map(|(t, why)| TargetReport {
+                    skipped: Some(why.clone()),
+                    ..TargetReport::new(t, f.duration)
+                }));
+                let n = targets
+                    .iter()
+                    .filter(|t| t.skipped.is_some() || t.hold_deviation.is_some())
+                    .count();
+                if n > 0 {
+                    not_held.push(format!("`{}` on {n} target(s)", f.entry.name));
+                }
+                FaultReport {
+                    name: f.entry.name.clone(),
+                    kind: f.entry.spec.kind().to_string(),
+                    requested: f.fault.requested(),
+                    start_offset_seconds: (baseline + f.start).as_secs_f64(),
+                    planned_duration_seconds: f.duration.as_secs_f64(),
+                    targets,
+                }
+            })
+            .collect();
+        let mut verdict = if matches!(verdict, Verdict::Completed | Verdict::Deviated)
+            && errors.iter().any(|e| !e.starts_with("probe `"))
+        {
+            Verdict::Failed
+        } else {
+            verdict
+        };
+        let mut reason = reason;
+        if verdict == Verdict::Completed && !not_held.is_empty() {
+            verdict = Verdict::Deviated;
+            reason = Some(format!(
+                "not every fault was held as requested: {} (see holdDeviation and skipped)",
+                not_held.join(", ")
+            ));
+        }
+        RunReport {
+            run_id,
+            experiment: plan.experiment.metadata.name.clone(),
+            seed: plan.seed,
+            verdict,
+            reason,
+            started_at_unix_ms: started_at,
+            duration_seconds: took.as_secs_f64(),
+            faults,
+            errors,
+            all_recovered,
+            timing,
+            steady_state: None,
+        }
+    }
+}
+
+/// One target's part of the report, from what its lifecycle measured.
+fn target_report(
+    t: &Target,
+    o: Outcome,
+    requested: Duration,
+    planned_start: Instant,
+    secs: &dyn Fn(Instant) -> f64,
+) -> TargetReport {
+    let mut rep = TargetReport::new(t, requested);
+    rep.error = o.error;
+    rep.skipped = o.skipped;
+    rep.effect = o.effect;
+    rep.injected_at_seconds = o.in_effect.map(secs);
+    rep.recovered_at_seconds = o.recovered.map(secs);
+    rep.inject_latency_ms = o
+        .in_effect
+        .map(|i| i.saturating_duration_since(planned_start).as_secs_f64() * 1000.0);
+    rep.recover_latency_ms = match (o.recover_started, o.recovered) {
+        (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
+        _ => None,
+    };
+    if let Some(start) = o.in_effect {
+        // The hold ends with the end of recovery, or earlier if the effect ended on its own.
+        let end = match (&o.ended_early, o.recovered) {
+            (Some((e, _)), _) => Some(*e),
+            (None, r) => r,
+        };
+        if let Some(end) = end {
+            let achieved = end.saturating_duration_since(start);
+            rep.hold_achieved_seconds = Some(achieved.as_secs_f64());
+            rep.hold_deviation =
+                lifecycle::hold_deviation(requested, achieved).map(|d| match &o.ended_early {
+                    Some((_, why)) => format!("{d}: {why}"),
+                    None => d,
+                });
+            rep.effect = std::mem::take(&mut rep.effect)
+                .metric("hold_seconds", achieved.as_secs_f64())
+                .metric("hold_seconds_requested", requested.as_secs_f64());
+        }
+    }
+    rep
 }
 
 /// Runs a plan to its end and returns the report. Never returns with a fault in effect unless
@@ -291,77 +471,39 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         std::process::id(),
         now_unix_ms()
     );
-    let started_at = now_unix_ms();
     for f in &plan.faults {
         f.fault.prepare();
     }
-    let mut errors: Vec<String> = Vec::new();
-    let mut states: Vec<FaultState> = plan
-        .faults
-        .iter()
-        .map(|f| FaultState {
-            live: Vec::new(),
-            reports: f
-                .targets
-                .iter()
-                .map(|t| TargetReport {
-                    target: t.clone(),
-                    label: t.label(),
-                    injected_at_seconds: None,
-                    recovered_at_seconds: None,
-                    effect: Default::default(),
-                    error: None,
-                })
-                .collect(),
-            done: false,
-            started: false,
-        })
-        .collect();
-    let mut timing = Timing::default();
-    let mut journal = match Journal::create(&cfg.state_dir, &run_id, &plan.experiment.metadata.name)
-    {
-        Ok(j) => j,
-        Err(e) => {
-            return finish_report(
-                &plan,
-                run_id,
-                started_at,
-                Verdict::Failed,
-                Some(format!(
-                    "cannot write the journal: {}",
-                    crate::error_chain(&e)
-                )),
-                states,
-                errors,
-                true,
-                timing,
-                Duration::ZERO,
-            );
-        }
+    let mut run = Run {
+        plan: &plan,
+        run_id,
+        started_at: now_unix_ms(),
+        errors: Vec::new(),
+        timing: Timing::default(),
     };
-    if let Err(e) = journal.describe_run(plan.seed, started_at, &cfg.report_dir_for(&run_id)) {
-        errors.push(crate::error_chain(&e));
+    let mut journal =
+        match Journal::create(&cfg.state_dir, &run.run_id, &plan.experiment.metadata.name) {
+            Ok(j) => j,
+            Err(e) => {
+                let why = format!("cannot write the journal: {}", crate::error_chain(&e));
+                return run.failed_early(why);
+            }
+        };
+    if let Err(e) =
+        journal.describe_run(plan.seed, run.started_at, &cfg.report_dir_for(&run.run_id))
+    {
+        run.errors.push(crate::error_chain(&e));
     }
     let watchdog = if cfg.watchdog {
         match Watchdog::spawn(&cfg.self_exe, journal.path()) {
             Ok(w) => Some(w),
             Err(e) => {
                 let _ = journal.finish();
-                return finish_report(
-                    &plan,
-                    run_id,
-                    started_at,
-                    Verdict::Failed,
-                    Some(format!(
-                        "cannot start the watchdog ({}): {e}",
-                        cfg.self_exe.display()
-                    )),
-                    states,
-                    errors,
-                    true,
-                    timing,
-                    Duration::ZERO,
+                let why = format!(
+                    "cannot start the watchdog ({}): {e}",
+                    cfg.self_exe.display()
                 );
+                return run.failed_early(why);
             }
         }
     } else {
@@ -369,9 +511,9 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
     };
     let steady = plan.experiment.spec.steady_state.clone();
     let baseline = steady.as_ref().map(|s| s.baseline.0).unwrap_or_default();
-    let length = plan.length() + baseline;
+    let length = plan.length().saturating_add(baseline);
     obs.event(Event::Started {
-        run_id: &run_id,
+        run_id: &run.run_id,
         length,
     });
     let t0 = Instant::now();
@@ -392,195 +534,215 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                     "cannot start the steady-state probes: {}",
                     crate::error_chain(&e)
                 );
-                return finish_report(
-                    &plan,
-                    run_id,
-                    started_at,
-                    Verdict::Failed,
-                    Some(why),
-                    states,
-                    errors,
-                    true,
-                    timing,
-                    Duration::ZERO,
-                );
+                return run.failed_early(why);
             }
         }
     }
-    let mut in_chaos = false;
-    let tick = Duration::from_millis(20);
+    let chaos_start = t0 + baseline;
+    let shared = Shared {
+        journal: std::sync::Mutex::new(journal),
+        abort: Default::default(),
+    };
     let mut verdict = Verdict::Completed;
     let mut reason = None;
-    let mut last_tick_event = Instant::now() - Duration::from_secs(1);
-
-    'run: loop {
-        if let Some((v, r)) = stop.check() {
-            verdict = v;
-            obs.event(Event::Stopping { reason: &r });
-            reason = Some(r);
-            break 'run;
-        }
-        // Baseline: probes only.
-        let Some(elapsed) = t0.elapsed().checked_sub(baseline) else {
-            std::thread::sleep(tick);
-            continue;
-        };
-        if !in_chaos {
-            in_chaos = true;
-            if let Some(p) = &probes {
-                p.set_phase(havoc_probe::Phase::Chaos);
-            }
-        }
-        // Recover faults whose window has ended.
+    let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+    let outcomes: Vec<Vec<Outcome>> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
         for (fi, f) in plan.faults.iter().enumerate() {
-            let st = &mut states[fi];
-            if st.started && !st.done && elapsed >= f.start + f.duration {
-                recover_fault(f, st, &mut journal, t0, &mut timing, &mut errors, obs);
-                st.done = true;
-            }
-        }
-        // Inject faults whose window has begun.
-        for (fi, f) in plan.faults.iter().enumerate() {
-            if states[fi].started || elapsed < f.start {
-                continue;
-            }
-            states[fi].started = true;
-            let ctx = Context {
-                self_exe: cfg.self_exe.clone(),
-                seed: fault_seed(plan.seed, &f.entry.name),
-                duration: f.duration,
-            };
+            let seed = fault_seed(plan.seed, &f.entry.name);
             for (ti, target) in f.targets.iter().enumerate() {
-                let label = target.label();
-                let undo = f.fault.undo_plan(target);
-                let jid = match journal.record(&f.entry.name, &label, undo) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        let msg = format!("cannot journal {label}: {}", crate::error_chain(&e));
-                        states[fi].reports[ti].error = Some(msg.clone());
-                        errors.push(format!("{}: {msg}", f.entry.name));
-                        verdict = Verdict::Failed;
-                        reason = Some(format!("injecting fault `{}` failed", f.entry.name));
-                        break 'run;
-                    }
+                let lc = Lifecycle {
+                    fault_index: fi,
+                    target_index: ti,
+                    fault_name: &f.entry.name,
+                    fault: f.fault.as_ref(),
+                    target,
+                    start_at: chaos_start + f.start,
+                    duration: f.duration,
+                    ctx: havoc_faults::Context {
+                        self_exe: cfg.self_exe.clone(),
+                        seed,
+                        duration: f.duration,
+                    },
                 };
-                match f.fault.inject(target, &ctx) {
-                    Ok(inj) => {
-                        let at = t0.elapsed();
-                        if timing.apply_latency_ms.is_none() {
-                            // The baseline phase is waiting on purpose, not latency.
-                            timing.apply_latency_ms = Some(
-                                cfg.command_started
-                                    .elapsed()
-                                    .saturating_sub(baseline)
-                                    .as_secs_f64()
-                                    * 1000.0,
-                            );
-                        }
-                        if let Err(e) = journal.extend(jid, inj.late_undo()) {
-                            errors.push(format!(
-                                "{}: cannot journal helpers of {label}: {}",
-                                f.entry.name,
-                                crate::error_chain(&e)
-                            ));
-                        }
-                        let rep = &mut states[fi].reports[ti];
-                        rep.injected_at_seconds = Some(at.as_secs_f64());
-                        rep.effect = inj.effect();
-                        obs.event(Event::Injected {
-                            fault: &f.entry.name,
-                            target: &label,
-                            effect: &rep.effect.summary,
-                        });
-                        states[fi].live.push((
-                            ti,
-                            Live {
-                                journal_id: jid,
-                                injection: inj,
-                            },
-                        ));
-                    }
+                let (shared, tx) = (&shared, tx.clone());
+                let h = std::thread::Builder::new()
+                    .name(format!("havoc-f{fi}-t{ti}"))
+                    .spawn_scoped(scope, move || lc.run(shared, tx));
+                match h {
+                    Ok(h) => handles.push((fi, Some(h))),
                     Err(e) => {
-                        let msg = crate::error_chain(&e);
-                        let _ = journal.forget(jid);
-                        obs.event(Event::Failed {
-                            fault: &f.entry.name,
-                            target: &label,
-                            error: &msg,
-                        });
-                        states[fi].reports[ti].error = Some(msg.clone());
-                        errors.push(format!("{}: {label}: {msg}", f.entry.name));
+                        handles.push((fi, None));
+                        // Out of threads: stop the run; what started recovers.
+                        run.errors.push(format!(
+                            "{}: cannot start a thread for {}: {e}",
+                            f.entry.name,
+                            target.label()
+                        ));
                         verdict = Verdict::Failed;
-                        reason = Some(format!("injecting fault `{}` into {label} failed; everything injected was recovered", f.entry.name));
-                        break 'run;
+                        reason = Some("havoc could not start every fault".into());
+                        shared.abort.raise();
                     }
                 }
             }
         }
-        // Periodic work of live injections.
-        let mut active = 0;
-        for (fi, f) in plan.faults.iter().enumerate() {
-            let st = &mut states[fi];
-            for (ti, live) in st.live.iter_mut() {
-                active += 1;
-                if let Err(e) = live.injection.tick() {
-                    let msg = crate::error_chain(&e);
-                    st.reports[*ti].error = Some(msg.clone());
-                    errors.push(format!(
-                        "{}: {}: {msg}",
-                        f.entry.name, st.reports[*ti].label
-                    ));
-                    verdict = Verdict::Failed;
-                    reason = Some(format!("fault `{}` failed while active", f.entry.name));
-                    break 'run;
+        drop(tx);
+        let labels = |fi: usize, ti: usize| {
+            let f = &plan.faults[fi];
+            (f.entry.name.as_str(), f.targets[ti].label())
+        };
+        let mut in_chaos = false;
+        let mut active = 0usize;
+        let mut last_tick_event = Instant::now() - Duration::from_secs(1);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(Msg::Injected {
+                    fault,
+                    target,
+                    summary,
+                }) => {
+                    active += 1;
+                    let (f, t) = labels(fault, target);
+                    obs.event(Event::Injected {
+                        fault: f,
+                        target: &t,
+                        effect: &summary,
+                    });
                 }
-                if let Err(e) = journal.extend(live.journal_id, live.injection.late_undo()) {
-                    errors.push(crate::error_chain(&e));
+                Ok(Msg::Recovered {
+                    fault,
+                    target,
+                    summary,
+                }) => {
+                    active = active.saturating_sub(1);
+                    let (f, t) = labels(fault, target);
+                    obs.event(Event::Recovered {
+                        fault: f,
+                        target: &t,
+                        effect: &summary,
+                    });
+                }
+                Ok(Msg::Skipped {
+                    fault,
+                    target,
+                    reason: why,
+                }) => {
+                    let (f, t) = labels(fault, target);
+                    obs.event(Event::Skipped {
+                        fault: f,
+                        target: &t,
+                        reason: &why,
+                    });
+                }
+                Ok(Msg::Failed {
+                    fault,
+                    target,
+                    error,
+                    fatal,
+                }) => {
+                    let (f, t) = labels(fault, target);
+                    obs.event(Event::Failed {
+                        fault: f,
+                        target: &t,
+                        error: &error,
+                    });
+                    run.errors.push(format!("{f}: {t}: {error}"));
+                    if fatal && !shared.abort.is_raised() {
+                        verdict = Verdict::Failed;
+                        let why = format!(
+                            "injecting fault `{f}` into {t} failed; everything injected was recovered"
+                        );
+                        obs.event(Event::Stopping { reason: &why });
+                        reason = Some(why);
+                        shared.abort.raise();
+                    }
+                }
+                Ok(Msg::Error(e)) => run.errors.push(e),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // Every lifecycle has ended.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if !shared.abort.is_raised() {
+                if let Some((v, r)) = stop.check() {
+                    verdict = v;
+                    obs.event(Event::Stopping { reason: &r });
+                    reason = Some(r);
+                    shared.abort.raise();
                 }
             }
+            let now = Instant::now();
+            if !in_chaos && now >= chaos_start {
+                in_chaos = true;
+                if let Some(p) = &probes {
+                    p.set_phase(havoc_probe::Phase::Chaos);
+                }
+            }
+            if in_chaos && now.duration_since(last_tick_event) >= Duration::from_millis(200) {
+                obs.event(Event::Tick {
+                    elapsed: now.duration_since(chaos_start),
+                    length,
+                    active,
+                });
+                last_tick_event = now;
+            }
         }
-        if states.iter().all(|s| s.done) {
-            break;
+        let mut outcomes: Vec<Vec<Outcome>> = plan.faults.iter().map(|_| Vec::new()).collect();
+        for (fi, h) in handles {
+            let o = match h.map(|h| h.join()) {
+                Some(Ok(o)) => o,
+                Some(Err(_)) => Outcome {
+                    error: Some("its thread panicked; the journal keeps its undo records".into()),
+                    ..Default::default()
+                },
+                None => Outcome {
+                    error: Some("not started: no thread could be created for it".into()),
+                    ..Default::default()
+                },
+            };
+            outcomes[fi].push(o);
         }
-        if last_tick_event.elapsed() >= Duration::from_millis(200) {
-            obs.event(Event::Tick {
-                elapsed,
-                length,
-                active,
-            });
-            last_tick_event = Instant::now();
-        }
-        std::thread::sleep(tick);
+        outcomes
+    });
+    let last_recovery = outcomes.iter().flatten().filter_map(|o| o.recovered).max();
+    if let (Verdict::Aborted, Some(at), Some(done)) = (verdict, stop.requested_at(), last_recovery)
+    {
+        run.timing.abort_to_recovered_ms =
+            Some(done.saturating_duration_since(at).as_secs_f64() * 1000.0);
     }
-
-    // Recover everything still live, newest fault first.
-    for (fi, f) in plan.faults.iter().enumerate().rev() {
-        if !states[fi].live.is_empty() {
-            recover_fault(
-                f,
-                &mut states[fi],
-                &mut journal,
-                t0,
-                &mut timing,
-                &mut errors,
-                obs,
-            );
-        }
-        states[fi].done = true;
-    }
-    if let (Verdict::Aborted, Some(at)) = (verdict, stop.requested_at()) {
-        timing.abort_to_recovered_ms = Some(at.elapsed().as_secs_f64() * 1000.0);
-    }
+    run.timing.max_recover_latency_ms = outcomes
+        .iter()
+        .flatten()
+        .filter_map(|o| Some(o.recovered?.saturating_duration_since(o.recover_started?)))
+        .max()
+        .map(|d| d.as_secs_f64() * 1000.0);
+    // From the command's start to the first fault in effect, less the wait that was planned
+    // (the baseline and `after`).
+    run.timing.apply_latency_ms = plan
+        .faults
+        .iter()
+        .zip(&outcomes)
+        .flat_map(|(f, outs)| {
+            outs.iter().filter_map(move |o| {
+                let planned = chaos_start + f.start;
+                Some(o.in_effect?.saturating_duration_since(planned))
+            })
+        })
+        .min()
+        .map(|d| (d + t0.saturating_duration_since(cfg.command_started)).as_secs_f64() * 1000.0);
+    let journal = shared
+        .journal
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     let all_recovered = journal.entries().is_empty();
     if all_recovered {
         if let Err(e) = journal.finish() {
-            errors.push(crate::error_chain(&e));
+            run.errors.push(crate::error_chain(&e));
         }
         if let Some(w) = watchdog {
             w.disarm();
         }
     } else {
-        errors.push(format!(
+        run.errors.push(format!(
             "the journal {} keeps what could not be undone: run `havoc recover`",
             journal.path().display()
         ));
@@ -593,7 +755,7 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         if verdict != Verdict::Interrupted {
             let s = p.wait_steady(ss.recovery.0, None);
             for (probe, why) in &s.not_steady {
-                errors.push(format!(
+                run.errors.push(format!(
                     "probe `{probe}` not steady {:.1}s after recovery: {why}",
                     s.waited.as_secs_f64()
                 ));
@@ -606,117 +768,8 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         }
         steady_results = Some(results);
     }
-    let mut report = finish_report(
-        &plan,
-        run_id,
-        started_at,
-        verdict,
-        reason,
-        states,
-        errors,
-        all_recovered,
-        timing,
-        t0.elapsed(),
-    );
+    let took = t0.elapsed();
+    let mut report = run.report(verdict, reason, outcomes, t0, all_recovered, took);
     report.steady_state = steady_results;
     report
-}
-
-fn recover_fault(
-    f: &PlannedFault,
-    st: &mut FaultState,
-    journal: &mut Journal,
-    t0: Instant,
-    timing: &mut Timing,
-    errors: &mut Vec<String>,
-    obs: &mut dyn Observer,
-) {
-    for (ti, mut live) in std::mem::take(&mut st.live).into_iter().rev() {
-        let began = Instant::now();
-        let _ = live.injection.tick();
-        let result = live.injection.recover();
-        let took = began.elapsed().as_secs_f64() * 1000.0;
-        timing.max_recover_latency_ms =
-            Some(timing.max_recover_latency_ms.unwrap_or(0.0).max(took));
-        let rep = &mut st.reports[ti];
-        rep.effect = live.injection.effect();
-        match result {
-            Ok(()) => {
-                rep.recovered_at_seconds = Some(t0.elapsed().as_secs_f64());
-                if let Err(e) = journal.forget(live.journal_id) {
-                    errors.push(crate::error_chain(&e));
-                }
-                obs.event(Event::Recovered {
-                    fault: &f.entry.name,
-                    target: &rep.label,
-                    effect: &rep.effect.summary,
-                });
-            }
-            Err(e) => {
-                let msg = format!("recovery failed: {}", crate::error_chain(&e));
-                obs.event(Event::Failed {
-                    fault: &f.entry.name,
-                    target: &rep.label,
-                    error: &msg,
-                });
-                errors.push(format!("{}: {}: {msg}", f.entry.name, rep.label));
-                rep.error = Some(msg);
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish_report(
-    plan: &Plan,
-    run_id: String,
-    started_at: u64,
-    verdict: Verdict,
-    reason: Option<String>,
-    states: Vec<FaultState>,
-    errors: Vec<String>,
-    all_recovered: bool,
-    timing: Timing,
-    took: Duration,
-) -> RunReport {
-    let baseline = plan
-        .experiment
-        .spec
-        .steady_state
-        .as_ref()
-        .map(|s| s.baseline.0)
-        .unwrap_or_default();
-    let verdict = if matches!(verdict, Verdict::Completed | Verdict::Deviated)
-        && errors.iter().any(|e| !e.starts_with("probe `"))
-    {
-        Verdict::Failed
-    } else {
-        verdict
-    };
-    RunReport {
-        run_id,
-        experiment: plan.experiment.metadata.name.clone(),
-        seed: plan.seed,
-        verdict,
-        reason,
-        started_at_unix_ms: started_at,
-        duration_seconds: took.as_secs_f64(),
-        faults: plan
-            .faults
-            .iter()
-            .zip(states)
-            .map(|(f, st)| FaultReport {
-                name: f.entry.name.clone(),
-                kind: f.entry.spec.kind().to_string(),
-                requested: f.fault.requested(),
-                start_offset_seconds: (baseline + f.start).as_secs_f64(),
-                planned_duration_seconds: f.duration.as_secs_f64(),
-                targets: st.reports,
-            })
-            .collect(),
-        errors,
-        all_recovered,
-        timing,
-        steady_state: None,
-    }
 }

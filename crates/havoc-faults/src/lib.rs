@@ -77,6 +77,11 @@ pub enum FaultError {
     TargetGone { target: String },
     #[error("{target} cannot be targeted: {reason}")]
     Refused { target: String, reason: String },
+    /// The target is held by something else in a way this fault cannot share (a process stopped
+    /// by someone other than Havoc). Decided per target: the engine skips this target, says so in
+    /// the report, and the run's other targets and faults go on.
+    #[error("{target} skipped: {reason}")]
+    Conflict { target: String, reason: String },
     #[error("failed to {action} {target}")]
     Sys {
         action: &'static str,
@@ -138,6 +143,18 @@ pub trait Injection: Send {
     /// Undo records learned while injecting (e.g. helper process ids), to add to the journal.
     fn late_undo(&self) -> Vec<UndoAction> {
         Vec::new()
+    }
+
+    /// When the fault was first observed in effect on its target, if the injection knows better
+    /// than "when `inject` returned" (the engine's default). A fault's duration counts from here.
+    fn in_effect_since(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// When the effect ended before recovery, if something else undid it (the injection
+    /// observed it in the target). The engine then counts the hold only up to here.
+    fn in_effect_until(&self) -> Option<std::time::Instant> {
+        None
     }
 
     /// The measured effect so far.

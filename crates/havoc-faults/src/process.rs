@@ -1,4 +1,12 @@
 //! `ProcessChaos`: kill, pause (SIGSTOP ... SIGCONT) or signal a process.
+//!
+//! Pauses compose. Several runs (and agents) may pause the same process at once: each holds a
+//! shared `flock` on `/run/havoc/pause/<pid>-<start time>.lock` while its pause lasts, and only
+//! the last one to let go (the one that can take the lock exclusively) sends SIGCONT. The kernel
+//! drops the lock of a holder that dies, so a watchdog replaying a dead run's `Resume` resumes the
+//! process only when no other holder is left. A process stopped by someone other than Havoc (job
+//! control, a debugger) is a conflict: that target is skipped and the report says why, because
+//! pausing it would mean resuming it at recovery.
 
 use std::time::{Duration, Instant};
 
@@ -54,13 +62,13 @@ fn send(pid: i32, signo: i32, target: &Target, action: &'static str) -> Result<(
 
 impl Fault for ProcessFault {
     fn check(&self, target: &Target) -> Result<(), FaultError> {
-        let (pid, _) = process_target(target)?;
+        let (pid, start_time) = process_target(target)?;
         if self.spec.action == ProcessAction::Pause {
             if let Some(info) = ProcInfo::read(pid) {
-                if info.is_stopped() {
-                    return Err(FaultError::Refused {
+                if info.is_stopped() && !PauseLock::held_by_havoc(pid, start_time) {
+                    return Err(FaultError::Conflict {
                         target: target.label(),
-                        reason: "it is already stopped (by someone else): pausing it would resume it at recovery".into(),
+                        reason: "it is already stopped by something other than Havoc (job control, a debugger): pausing it would resume it at recovery".into(),
                     });
                 }
             }
@@ -101,14 +109,36 @@ impl Fault for ProcessFault {
             last_sent: Instant::now(),
             paused_for: None,
             recovered: false,
+            lock: None,
+            shared_with_other_run: false,
+            resumed_by_other: None,
+            left_stopped_for_other: false,
+            in_effect: None,
         };
         match self.spec.action {
             ProcessAction::Pause => {
-                send(pid, 19, target, "pause")?;
-                inj.delivered += 1;
+                let lock =
+                    PauseLock::acquire(pid, start_time).map_err(|source| FaultError::Io {
+                        action: "take the pause lock of".into(),
+                        target: target.label(),
+                        source,
+                    })?;
+                let stopped = ProcInfo::read(pid).is_some_and(|p| p.is_stopped());
+                if stopped && lock.first {
+                    return Err(FaultError::Conflict {
+                        target: target.label(),
+                        reason: "it is already stopped by something other than Havoc (job control, a debugger): pausing it would resume it at recovery".into(),
+                    });
+                }
+                inj.shared_with_other_run = !lock.first && stopped;
+                inj.lock = Some(lock);
+                if !stopped {
+                    send(pid, 19, target, "pause")?;
+                    inj.delivered += 1;
+                }
                 // Wait until the kernel shows the stop, so "injected" means "in effect".
                 let deadline = Instant::now() + Duration::from_secs(1);
-                while Instant::now() < deadline {
+                loop {
                     match ProcInfo::read(pid) {
                         Some(p) if p.is_stopped() => break,
                         Some(p) if p.is_dead() => {
@@ -121,9 +151,16 @@ impl Fault for ProcessFault {
                                 target: target.label(),
                             })
                         }
-                        _ => std::thread::sleep(Duration::from_millis(1)),
+                        _ if Instant::now() >= deadline => {
+                            return Err(FaultError::Other(format!(
+                                "{} did not stop within 1 s of SIGSTOP",
+                                target.label()
+                            )))
+                        }
+                        _ => std::thread::sleep(Duration::from_micros(200)),
                     }
                 }
+                inj.in_effect = Some(Instant::now());
             }
             ProcessAction::Kill | ProcessAction::Signal => {
                 send(pid, inj.signo, target, "signal")?;
@@ -153,10 +190,37 @@ struct ProcessInjection {
     last_sent: Instant,
     paused_for: Option<Duration>,
     recovered: bool,
+    /// The shared pause lock, held while this pause lasts.
+    lock: Option<PauseLock>,
+    /// Another run had already paused the target: this one joined its pause.
+    shared_with_other_run: bool,
+    /// When the target was seen running during the hold (someone resumed it), from inject.
+    resumed_by_other: Option<Duration>,
+    /// At recovery another run still held a pause, so the target was left stopped for it.
+    left_stopped_for_other: bool,
+    in_effect: Option<Instant>,
 }
 
 impl Injection for ProcessInjection {
+    fn in_effect_since(&self) -> Option<Instant> {
+        self.in_effect
+    }
+
+    fn in_effect_until(&self) -> Option<Instant> {
+        self.resumed_by_other.map(|r| self.started + r)
+    }
+
     fn tick(&mut self) -> Result<(), FaultError> {
+        if self.action == ProcessAction::Pause && !self.recovered && self.resumed_by_other.is_none()
+        {
+            // Measured in the target: a pause someone else ended is not held, whatever we planned.
+            match ProcInfo::read(self.pid) {
+                Some(p) if p.start_time == self.start_time && !p.is_stopped() && !p.is_dead() => {
+                    self.resumed_by_other = Some(self.started.elapsed());
+                }
+                _ => {}
+            }
+        }
         if let (ProcessAction::Signal, Some(every)) = (self.action, self.interval) {
             if self.last_sent.elapsed() >= every && ProcInfo::is_same(self.pid, self.start_time) {
                 send(self.pid, self.signo, &self.target, "signal")?;
@@ -182,7 +246,23 @@ impl Injection for ProcessInjection {
         .metric("signals_delivered", self.delivered as f64);
         if self.action == ProcessAction::Pause {
             let held = self.paused_for.unwrap_or_else(|| self.started.elapsed());
+            let held = self.resumed_by_other.map_or(held, |r| r.min(held));
             e = e.metric("paused_seconds", held.as_secs_f64());
+            if let Some(r) = self.resumed_by_other {
+                e.summary = format!(
+                    "stopped for {:.2}s, then resumed by someone else (seen running {:.2}s after the pause)",
+                    held.as_secs_f64(),
+                    r.as_secs_f64()
+                );
+            }
+            if self.shared_with_other_run {
+                e.summary
+                    .push_str(" (joined a pause another Havoc run already held)");
+            }
+            if self.left_stopped_for_other {
+                e.summary
+                    .push_str("; left stopped at recovery: another Havoc run still holds a pause");
+            }
         }
         e
     }
@@ -193,12 +273,21 @@ impl Injection for ProcessInjection {
         }
         if self.action == ProcessAction::Pause {
             self.paused_for = Some(self.started.elapsed());
-            if ProcInfo::is_same(self.pid, self.start_time) {
-                send(self.pid, 18, &self.target, "resume").or_else(|e| match e {
-                    FaultError::TargetGone { .. } => Ok(()),
-                    e => Err(e),
-                })?;
-                self.delivered += 1;
+            // Let go of our share; resume only if no other holder is left.
+            let last = match self.lock.take() {
+                Some(lock) => lock.release_is_last(),
+                None => Some(LastHolder::NOBODY),
+            };
+            match last {
+                Some(_guard) if ProcInfo::is_same(self.pid, self.start_time) => {
+                    send(self.pid, 18, &self.target, "resume").or_else(|e| match e {
+                        FaultError::TargetGone { .. } => Ok(()),
+                        e => Err(e),
+                    })?;
+                    self.delivered += 1;
+                }
+                Some(_) => {}
+                None => self.left_stopped_for_other = true,
             }
         }
         self.recovered = true;
@@ -211,5 +300,118 @@ impl Drop for ProcessInjection {
         if let Err(e) = self.recover() {
             tracing::error!(pid = self.pid, error = %e, "failed to recover process fault on drop");
         }
+    }
+}
+
+/// Where pause locks live: machine-wide, so runs with different state directories and the agent
+/// see each other's pauses.
+pub const PAUSE_LOCK_DIR: &str = "/run/havoc/pause";
+
+fn pause_lock_path(pid: i32, start_time: u64) -> std::path::PathBuf {
+    std::path::Path::new(PAUSE_LOCK_DIR).join(format!("{pid}-{start_time}.lock"))
+}
+
+/// A share of the pause of one process (see the module documentation).
+pub struct PauseLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    /// No other Havoc holder existed when this one was taken.
+    pub first: bool,
+}
+
+/// Held by the last holder while it resumes the process; dropping it removes the lock file (still
+/// under the exclusive lock, so no one else holds a share of it) and releases the lock.
+pub struct LastHolder {
+    _file: Option<std::fs::File>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl LastHolder {
+    /// No lock was ever taken: nobody else can hold one either.
+    const NOBODY: LastHolder = LastHolder {
+        _file: None,
+        path: None,
+    };
+}
+
+impl Drop for LastHolder {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Whether `file` is still the file at `path` (a last holder may have removed it meanwhile).
+fn still_linked(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+impl PauseLock {
+    /// Takes a share of the pause lock of `pid`. `first` tells whether another holder existed.
+    pub fn acquire(pid: i32, start_time: u64) -> std::io::Result<PauseLock> {
+        use rustix::fs::{flock, FlockOperation};
+        std::fs::create_dir_all(PAUSE_LOCK_DIR)?;
+        let path = pause_lock_path(pid, start_time);
+        for _ in 0..100 {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            let first = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
+            // Converting EX to SH is not atomic; in the gap another run may take EX, see the
+            // process not yet stopped and stop it itself: both then hold a share, as they should.
+            flock(&file, FlockOperation::LockShared)?;
+            if still_linked(&file, &path) {
+                return Ok(PauseLock { file, path, first });
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "the pause lock {} keeps being replaced",
+            path.display()
+        )))
+    }
+
+    /// Whether some live Havoc process holds a pause of `pid`.
+    pub fn held_by_havoc(pid: i32, start_time: u64) -> bool {
+        use rustix::fs::{flock, FlockOperation};
+        let Ok(file) = std::fs::File::open(pause_lock_path(pid, start_time)) else {
+            return false;
+        };
+        flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
+    }
+
+    /// Gives up this share. Returns the exclusive lock if this was the last holder (the caller
+    /// resumes the process, then drops it), `None` if another holder remains.
+    pub fn release_is_last(self) -> Option<LastHolder> {
+        use rustix::fs::{flock, FlockOperation};
+        let _ = flock(&self.file, FlockOperation::Unlock);
+        last_holder(self.file, Some(self.path))
+    }
+}
+
+fn last_holder(file: std::fs::File, path: Option<std::path::PathBuf>) -> Option<LastHolder> {
+    use rustix::fs::{flock, FlockOperation};
+    flock(&file, FlockOperation::NonBlockingLockExclusive)
+        .ok()
+        .map(|()| LastHolder {
+            _file: Some(file),
+            path,
+        })
+}
+
+/// For replaying a dead holder's `Resume`: the exclusive lock when no live holder remains,
+/// `None` when another run still holds a pause of the process.
+pub fn take_if_last(pid: i32, start_time: u64) -> Option<LastHolder> {
+    let path = pause_lock_path(pid, start_time);
+    match std::fs::File::open(&path) {
+        Ok(file) => last_holder(file, Some(path)),
+        // No lock file: nobody holds a share (or an older journal): nothing else holds it.
+        Err(_) => Some(LastHolder::NOBODY),
     }
 }

@@ -74,6 +74,11 @@ impl UndoAction {
                 if !ProcInfo::is_same(*pid, *start_time) {
                     return Ok(UndoOutcome::NothingLeft(format!("pid {pid} has exited")));
                 }
+                let Some(_last) = crate::process::take_if_last(*pid, *start_time) else {
+                    return Ok(UndoOutcome::NothingLeft(format!(
+                        "pid {pid} left stopped: another Havoc run still holds a pause of it"
+                    )));
+                };
                 signal(*pid, 18, "resume")?;
                 Ok(UndoOutcome::Done(format!("resumed pid {pid}")))
             }

@@ -443,13 +443,17 @@ fn effect_cell(m: &mut Markup, t: &Target) {
     m.close();
 }
 
-/// How long the fault was held on a recovered target, against the plan.
-fn held(f: &Fault, from: f64, to: f64) -> String {
+/// How long the fault was held on a recovered target, against the request: the measured hold
+/// when the report has it (older reports: recovered − injected).
+fn held(f: &Fault, t: &crate::model::Target, from: f64, to: f64) -> String {
     let planned = f
         .planned_duration_seconds
-        .map(|p| format!(" of {} planned", seconds(p)))
+        .map(|p| format!(" of {} requested", seconds(p)))
         .unwrap_or_default();
-    format!("held {}{planned}", seconds(to - from))
+    format!(
+        "held {}{planned}",
+        seconds(t.hold_achieved.unwrap_or(to - from))
+    )
 }
 
 fn faults(m: &mut Markup, r: &Report) {
@@ -509,12 +513,15 @@ fn faults(m: &mut Markup, r: &Report) {
             m.close();
         }
         for t in &f.targets {
-            let class =
-                if t.error.is_some() || (t.injected_at.is_some() && t.recovered_at.is_none()) {
-                    "bad"
-                } else {
-                    ""
-                };
+            let class = if t.error.is_some()
+                || t.hold_deviation.is_some()
+                || t.skipped.is_some()
+                || (t.injected_at.is_some() && t.recovered_at.is_none())
+            {
+                "bad"
+            } else {
+                ""
+            };
             m.open(
                 "tr",
                 &[
@@ -534,12 +541,17 @@ fn faults(m: &mut Markup, r: &Report) {
                 &or_dash(t.injected_at.map(|x| format!("{x:.3} s"))),
             );
             m.open("td", &[("class", "num")]);
-            m.text(
-                &t.recovered_at
-                    .map_or_else(|| "not recovered".into(), |x| format!("{x:.3} s")),
-            );
+            m.text(&match (&t.skipped, t.injected_at, t.recovered_at) {
+                (Some(_), _, _) => "skipped".into(),
+                (None, None, _) => "not injected".into(),
+                (None, Some(_), None) => "not recovered".into(),
+                (None, Some(_), Some(x)) => format!("{x:.3} s"),
+            });
             if let (Some(from), Some(to)) = (t.injected_at, t.recovered_at) {
-                m.elem("span", &[("class", "held")], &held(f, from, to));
+                m.elem("span", &[("class", "held")], &held(f, t, from, to));
+            }
+            for note in [&t.hold_deviation, &t.skipped].into_iter().flatten() {
+                m.elem("span", &[("class", "held bad")], note);
             }
             m.close();
             effect_cell(m, t);

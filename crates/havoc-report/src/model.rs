@@ -47,6 +47,10 @@ pub(crate) struct Target {
     /// In the report's order (alphabetical, as havoc writes them).
     pub metrics: Vec<(String, f64)>,
     pub error: Option<String>,
+    /// Measured hold and its deviation from the request (reports since the per-target clock).
+    pub hold_achieved: Option<f64>,
+    pub hold_deviation: Option<String>,
+    pub skipped: Option<String>,
 }
 
 pub(crate) struct Steady {
@@ -231,6 +235,9 @@ impl Target {
                 .filter_map(|(k, v)| Some((k.clone(), v.as_f64().filter(|x| x.is_finite())?)))
                 .collect(),
             error: str_of(o, "error"),
+            hold_achieved: num_of(o, "holdAchievedSeconds"),
+            hold_deviation: str_of(o, "holdDeviation"),
+            skipped: str_of(o, "skipped"),
         }
     }
 }

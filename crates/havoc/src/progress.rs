@@ -87,6 +87,11 @@ impl Observer for Display {
                 self.states.insert(fault.to_string(), "failed".into());
                 self.line(format!("havoc: {fault}: {target}: {error}"));
             }
+            Event::Skipped {
+                fault,
+                target,
+                reason,
+            } => self.line(format!("havoc: {fault}: {target} skipped: {reason}")),
             Event::Stopping { reason } => {
                 self.line(format!("havoc: stopping: {reason}; recovering everything"))
             }

@@ -2,6 +2,8 @@
 //! always reaped, and per-test state directories.
 #![allow(dead_code)]
 
+pub mod netpair;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +24,10 @@ pub fn root_or_skip(test: &str) -> bool {
         })
         .unwrap_or_default();
     if uid != "0" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root (signals, cgroups, namespaces), and CI runs as root"
+        );
         eprintln!("SKIPPED {test}: needs root (signals, cgroups); run the tests as root");
         return false;
     }
