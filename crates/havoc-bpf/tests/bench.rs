@@ -1,5 +1,6 @@
 //! Measurements, not assertions: TCP throughput across the veth with and without 16
-//! non-matching rules, and `add_rule` latency. Run with
+//! non-matching rules, `add_rule` latency, attach (load + verify + TCX attach) latency, and the
+//! classifier's own cost per packet (BPF_PROG_TEST_RUN). Run with
 //! `cargo test -p havoc-bpf --release --test bench -- --ignored --nocapture`.
 
 mod common;
@@ -9,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{privileged, Sandbox, IF_A, IF_B, IP_B};
+use common::{privileged, run, Sandbox, IF_A, IF_B, IP_B};
 use havoc_bpf::{Action, Datapath, Direction, Filter, PortFilter, Protocols, Rule};
 
 /// Streams TCP from a to b for `secs` and returns the receiver's Gbit/s.
@@ -132,6 +133,12 @@ fn bench_attach_latency() {
         drop(dp);
     }
     let first = times.remove(0);
+    let dp = Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach");
+    println!(
+        "verifier: {} instructions processed",
+        common::verified_insns(dp.program_id())
+    );
+    drop(dp);
     println!(
         "attach: first {first:.1} ms, then median {:.1} ms (min {:.1}, max {:.1}) over {}",
         median(times.clone()),
@@ -157,4 +164,92 @@ fn bench_attach_latency() {
         warm.iter().cloned().fold(0.0, f64::max),
         warm.len()
     );
+}
+
+/// A file holding one Ethernet + IPv4 + UDP datagram (to port 9999, which no rule matches),
+/// removed on drop.
+struct PacketFile(std::path::PathBuf);
+
+impl PacketFile {
+    fn new() -> Self {
+        let payload = [0x5au8; 64];
+        let udp_len = (8 + payload.len()) as u16;
+        let mut pkt = Vec::new();
+        pkt.extend_from_slice(&[2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 0x08, 0x00]);
+        pkt.extend_from_slice(&[0x45, 0]);
+        pkt.extend_from_slice(&(20 + udp_len).to_be_bytes());
+        pkt.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 10, 199, 0, 1, 10, 199, 0, 2]);
+        pkt.extend_from_slice(&1234u16.to_be_bytes());
+        pkt.extend_from_slice(&9999u16.to_be_bytes());
+        pkt.extend_from_slice(&udp_len.to_be_bytes());
+        pkt.extend_from_slice(&[0, 0]);
+        pkt.extend_from_slice(&payload);
+        let path = std::env::temp_dir().join(format!("havoc-bpf-bench-{}.pkt", std::process::id()));
+        std::fs::write(&path, pkt).expect("write packet file");
+        Self(path)
+    }
+}
+
+impl Drop for PacketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// ns per packet of the classifier as `bpftool prog run ... repeat N` reports it (median of 5).
+fn ns_per_packet(program_id: u32, pkt: &PacketFile) -> f64 {
+    let runs = (0..5)
+        .map(|_| {
+            let out = run(
+                "bpftool",
+                &[
+                    "prog",
+                    "run",
+                    "id",
+                    &program_id.to_string(),
+                    "data_in",
+                    pkt.0.to_str().expect("utf-8 temp path"),
+                    "repeat",
+                    "1000000",
+                ],
+            );
+            // "Return value: 4294967295, duration (average): 61ns"
+            out.split("duration (average):")
+                .nth(1)
+                .and_then(|d| d.trim().trim_end_matches("ns").parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("unexpected bpftool prog run output: {out}"))
+        })
+        .collect();
+    median(runs)
+}
+
+/// The classifier's cost per packet (BPF_PROG_TEST_RUN, no network) for a UDP packet that no
+/// rule matches, as the number of installed rules grows.
+#[test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+fn bench_classifier_ns_per_packet() {
+    let Some(_serial) = privileged() else { return };
+    let sb = Sandbox::new();
+    let pkt = PacketFile::new();
+    let mut dp = Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach");
+    let mut installed = 0u16;
+    for n in [0u16, 1, 4, 16, 32] {
+        while installed < n {
+            let rule = Rule::new(Action::Loss {
+                percent: 50.0,
+                correlation: 0.0,
+            })
+            .with_filter(Filter {
+                ports: PortFilter::List(vec![40_000 + installed]),
+                protocols: Protocols::UDP,
+                ..Filter::default()
+            });
+            dp.add_rule(&rule).expect("add rule");
+            installed += 1;
+        }
+        println!(
+            "classifier with {n:2} non-matching rules: {:.0} ns/packet",
+            ns_per_packet(dp.program_id(), &pkt)
+        );
+    }
 }

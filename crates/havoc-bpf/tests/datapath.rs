@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{loss_bursts, privileged, udp_run, Sandbox, IF_A, IF_B};
 use havoc_bpf::{
     Action, ChecksumMode, Datapath, Direction, DropVerdict, Filter, PortFilter, Protocols, Rule,
+    MAX_RULES,
 };
 
 const TOL: f64 = 1.5;
@@ -446,4 +447,111 @@ fn dropping_the_datapath_leaves_nothing_attached() {
         .expect("list")
         .iter()
         .any(|p| p.id == id));
+}
+
+/// The walk reaches every slot: with all 32 slots in use, the rules in the first and in the last
+/// slot both drop their traffic, the 30 between them see it pass, and the last slot keeps working
+/// when the slots before it are emptied (the walk visits only the occupied slots).
+#[test]
+fn rules_in_the_first_and_the_last_slot_both_take_effect() {
+    let Some(_serial) = privileged() else { return };
+    let sb = Sandbox::new();
+    let mut dp = Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach ingress");
+    let first = dp
+        .add_rule(&Rule::new(Action::Partition).with_filter(udp_port(9000)))
+        .expect("add first rule");
+    let middle: Vec<_> = (1..MAX_RULES - 1)
+        .map(|i| {
+            let rule = Rule::new(Action::Loss {
+                percent: 100.0,
+                correlation: 0.0,
+            })
+            .with_filter(udp_port(40_000 + i as u16));
+            dp.add_rule(&rule).expect("add middle rule")
+        })
+        .collect();
+    let last = dp
+        .add_rule(&Rule::new(Action::Partition).with_filter(udp_port(9001)))
+        .expect("add last rule");
+    assert_eq!((first.slot(), last.slot()), (0, MAX_RULES - 1));
+    assert!(
+        matches!(
+            dp.add_rule(&Rule::new(Action::Partition)),
+            Err(havoc_bpf::BpfError::Full)
+        ),
+        "a 33rd rule was accepted"
+    );
+
+    let a = udp_run(&sb, 9000, 500);
+    let b = udp_run(&sb, 9001, 500);
+    let other = udp_run(&sb, 9002, 500);
+    assert_eq!(a.unique, 0, "the rule in slot 0 did not drop");
+    assert_eq!(b.unique, 0, "the rule in the last slot did not drop");
+    assert_eq!(other.unique, other.sent, "unmatched traffic was dropped");
+    let cf = dp.counters(first).expect("counters of the first rule");
+    let cl = dp.counters(last).expect("counters of the last rule");
+    assert_eq!((cf.matched, cf.dropped), (500, 500), "first rule {cf:?}");
+    assert_eq!((cl.matched, cl.dropped), (500, 500), "last rule {cl:?}");
+    // Packets dropped in slot 0 never reach later slots; the others pass every slot.
+    assert!(cl.seen >= 1_000, "last rule saw {} < 1000", cl.seen);
+    for id in &middle {
+        let c = dp.counters(*id).expect("counters of a middle rule");
+        assert_eq!(c.matched, 0, "slot {} matched", id.slot());
+        assert!(
+            c.seen >= 1_000 && c.seen == cl.seen,
+            "slot {}: {c:?}",
+            id.slot()
+        );
+    }
+
+    // Empty slots 0..31: the last rule still holds, the first port heals.
+    dp.remove_rule(first).expect("remove first rule");
+    for id in middle {
+        dp.remove_rule(id).expect("remove middle rule");
+    }
+    assert_eq!(dp.rule_count(), 1);
+    assert_eq!(
+        udp_run(&sb, 9001, 300).unique,
+        0,
+        "last rule stopped dropping"
+    );
+    let healed = udp_run(&sb, 9000, 300);
+    assert_eq!(
+        healed.unique, healed.sent,
+        "removed first rule still dropping"
+    );
+
+    // Remove the last rule too, then a new rule lands in slot 0 and takes effect.
+    dp.remove_rule(last).expect("remove last rule");
+    let healed = udp_run(&sb, 9001, 300);
+    assert_eq!(
+        healed.unique, healed.sent,
+        "removed last rule still dropping"
+    );
+    let again = dp
+        .add_rule(&Rule::new(Action::Partition).with_filter(udp_port(9001)))
+        .expect("add again");
+    assert_eq!(again.slot(), 0);
+    assert_eq!(
+        udp_run(&sb, 9001, 300).unique,
+        0,
+        "re-added rule not active"
+    );
+}
+
+/// Guards the fast start: the verifier checks the rule body once (a global function called per
+/// occupied slot), not once per slot. Measured on kernel 6.18 / clang 14: ~3,300 instructions
+/// processed; the former inlined 32-slot walk needed ~272,000 (~0.6 s of verifier time). Load
+/// times themselves are in `tests/bench.rs`.
+#[test]
+fn the_verifier_checks_the_rule_body_once() {
+    let Some(_serial) = privileged() else { return };
+    let sb = Sandbox::new();
+    let dp = Datapath::attach(&sb.b, IF_B, Direction::Ingress).expect("attach ingress");
+    let insns = common::verified_insns(dp.program_id());
+    eprintln!("verifier processed {insns} instructions");
+    assert!(
+        insns < 20_000,
+        "the verifier processed {insns} instructions: the rule walk is being verified per slot"
+    );
 }

@@ -277,3 +277,13 @@ pub fn bpftool_show(object: &str) -> Vec<serde_json::Value> {
     }
     serde_json::from_str(&out).expect("parse bpftool json")
 }
+
+/// Instructions the verifier processed to load program `id` (`verified_insns`, kernel 5.16+).
+pub fn verified_insns(id: u32) -> u32 {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .expect("our program is loaded")
+        .verified_instruction_count()
+        .expect("the kernel reports verified_insns")
+}
