@@ -329,7 +329,87 @@ fn preserved_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// The three CRDs, for `havoc crds` and for installing.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![PodChaos::crd(), NetworkChaos::crd(), StressChaos::crd()]
+    let mut crds = vec![PodChaos::crd(), NetworkChaos::crd(), StressChaos::crd()];
+    for crd in &mut crds {
+        for v in &mut crd.spec.versions {
+            if let Some(s) = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                strip_unknown_formats(s);
+            }
+        }
+    }
+    crds
+}
+
+/// The `format`s the API server knows (apiextensions' `SupportedFormats` and the OpenAPI
+/// number formats); any other (schemars' `uint32`, `uint64`, `uint8`...) makes every `kubectl
+/// apply` warn `unrecognized format`. Unsigned fields keep their `minimum: 0`.
+const KNOWN_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "password",
+    "date",
+    "date-time",
+    "datetime",
+    "duration",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "bsonobjectid",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+];
+
+type SchemaProps =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+
+fn strip_unknown_formats(s: &mut SchemaProps) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    };
+    if s.format
+        .as_deref()
+        .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+    {
+        s.format = None;
+    }
+    for p in s.properties.iter_mut().flat_map(|m| m.values_mut()) {
+        strip_unknown_formats(p);
+    }
+    match s.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(i)) => strip_unknown_formats(i),
+        Some(JSONSchemaPropsOrArray::Schemas(v)) => v.iter_mut().for_each(strip_unknown_formats),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(a)) = s.additional_properties.as_mut() {
+        strip_unknown_formats(a);
+    }
+    for group in [&mut s.all_of, &mut s.any_of, &mut s.one_of] {
+        group.iter_mut().flatten().for_each(strip_unknown_formats);
+    }
+    if let Some(n) = s.not.as_mut() {
+        strip_unknown_formats(n);
+    }
 }
 
 /// The CRDs as a multi-document YAML stream (`---` between documents).
@@ -638,6 +718,46 @@ mod tests {
         if let Some(ap @ J::Object(_)) = o.get("additionalProperties") {
             assert_structural(ap, &format!("{path}{{}}"));
         }
+    }
+
+    #[test]
+    fn crd_schemas_carry_only_formats_the_api_server_knows() {
+        fn formats(s: &J, path: &str, out: &mut Vec<String>) {
+            match s {
+                J::Object(o) => {
+                    if let Some(J::String(f)) = o.get("format") {
+                        out.push(format!("{path}: {f}"));
+                    }
+                    for (k, v) in o {
+                        formats(v, &format!("{path}.{k}"), out);
+                    }
+                }
+                J::Array(a) => a.iter().for_each(|v| formats(v, path, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        for crd in crds() {
+            let j = serde_json::to_value(&crd).unwrap();
+            formats(&j, crd.metadata.name.as_deref().unwrap(), &mut found);
+        }
+        let unknown: Vec<&String> = found
+            .iter()
+            .filter(|f| {
+                let fmt = f.rsplit(": ").next().unwrap();
+                !KNOWN_FORMATS.contains(&fmt)
+            })
+            .collect();
+        assert!(unknown.is_empty(), "unknown formats: {unknown:?}");
+        // The seed (u64) keeps its lower bound.
+        let j = serde_json::to_value(PodChaos::crd()).unwrap();
+        let seed = &j["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["seed"];
+        assert_eq!(seed["minimum"].as_f64(), Some(0.0), "{seed}");
+        assert!(
+            !crds_yaml().contains("format: uint"),
+            "a uint format in the YAML"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - records are grouped by namespace, phase and error, so a namespace is written once per group
 //!   and an error once for every pod that failed the same way (a node whose agent is down costs
 //!   one message, not one per pod); errors are kept only on failed and gone records, truncated;
-//! - counts equal to their phase's default are omitted, and there is no history;
+//! - a record's counts equal to their phase's default are omitted, and there is no history;
 //! - the pod uid is not kept: a pod replaced under the same name has new container ids, which
 //!   [`needs_reinjection`] sees like a restarted container.
 
@@ -71,23 +71,22 @@ pub enum RecordPhase {
 }
 
 /// How many targets are in each state.
+///
+/// Every count is written, zeros included: status is written with a merge patch, and a count
+/// left out would keep its old value on the server (`injected: 1000` after the run finished).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub selected: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub injected: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub recovered: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub failed: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub gone: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// The status subresource of every chaos kind.
@@ -524,7 +523,12 @@ pub fn derive_conditions(status: &mut ChaosStatus, now: &Time) {
     }
     status.counts = c;
     let n = c.selected;
-    let ever_injected = status.records.iter().filter(|r| r.injected > 0).count() as u32;
+    // Of the live targets only: a pod deleted mid-run is Gone, no longer live.
+    let ever_injected = status
+        .records
+        .iter()
+        .filter(|r| r.injected > 0 && r.phase != R::Gone)
+        .count() as u32;
     let live = n - c.gone;
     set_condition(
         status,

@@ -56,6 +56,8 @@ pub enum AgentError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("node-level faults are disabled: the operator has no agent mTLS files ({reason}); {kinds} cannot run", kinds = crate::AGENT_KINDS)]
+    Disabled { reason: String },
     #[error("agent {op} on node {node} failed: {code:?}: {message}")]
     Rpc {
         op: &'static str,
@@ -401,6 +403,59 @@ impl FakeAgentPool {
             });
         }
         Ok(())
+    }
+}
+
+/// The pool of an operator started without the agents' mTLS files: every call fails, saying
+/// why, so PodChaos pod-kill and pod-failure still run and the rest fail with a clear record.
+#[derive(Debug, Clone)]
+pub struct DisabledAgentPool {
+    reason: String,
+}
+
+impl DisabledAgentPool {
+    /// A pool that answers every call with [`AgentError::Disabled`] carrying `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        DisabledAgentPool {
+            reason: reason.into(),
+        }
+    }
+
+    fn err(&self) -> AgentError {
+        AgentError::Disabled {
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+impl AgentPool for DisabledAgentPool {
+    fn inject(
+        &self,
+        _node: &str,
+        _req: InjectRequest,
+    ) -> BoxFuture<'_, Result<InjectResponse, AgentError>> {
+        let e = self.err();
+        Box::pin(async move { Err(e) })
+    }
+    fn renew(
+        &self,
+        _node: &str,
+        _req: RenewRequest,
+    ) -> BoxFuture<'_, Result<RenewResponse, AgentError>> {
+        let e = self.err();
+        Box::pin(async move { Err(e) })
+    }
+    fn recover(
+        &self,
+        _node: &str,
+        _req: RecoverRequest,
+    ) -> BoxFuture<'_, Result<RecoverResponse, AgentError>> {
+        let e = self.err();
+        Box::pin(async move { Err(e) })
+    }
+    fn list(&self, _node: &str) -> BoxFuture<'_, Result<Vec<Injection>, AgentError>> {
+        let e = self.err();
+        Box::pin(async move { Err(e) })
     }
 }
 

@@ -64,6 +64,33 @@ pub enum Error {
     NoNamespace,
 }
 
+/// An error and its causes on one line (`what failed: why: why`), for logs, Events and status.
+/// An API error gives the server's own message and reason (`pods "x" not found (NotFound,
+/// 404)`), which a plain `Display` of the top error would lose.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let part = match err.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(s)) => {
+                let reason = if s.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}, ", s.reason)
+                };
+                parts.push(format!("{} ({reason}{})", s.message, s.code));
+                break;
+            }
+            _ => err.to_string(),
+        };
+        if !parts.last().is_some_and(|p| p.contains(&part)) {
+            parts.push(part);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
     move |source| Error::Kube { what, source }
@@ -144,7 +171,7 @@ pub fn error_policy<K: ChaosObject>(obj: Arc<K>, err: &Error, ctx: Arc<Context>)
     };
     ctx.metrics.reconciled(&K::kind(&()), false);
     let d = plan::backoff(n);
-    tracing::warn!(object = %key, failures = n, retry_in = ?d, error = %err, "reconcile failed");
+    tracing::warn!(object = %key, failures = n, retry_in = ?d, error = %chain(err), "reconcile failed");
     Action::requeue(d)
 }
 
@@ -168,7 +195,7 @@ pub async fn reconcile<K: ChaosObject>(obj: Arc<K>, ctx: Arc<Context>) -> Result
         }
         Err(kube::runtime::finalizer::Error::ApplyFailed(e))
         | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
-        Err(e) => Err(Error::Finalizer(e.to_string())),
+        Err(e) => Err(Error::Finalizer(chain(&e))),
     }
 }
 
@@ -412,7 +439,7 @@ impl<K: ChaosObject> Run<'_, K> {
     /// This object's injections on `node`: one agent `List` per node per reconcile.
     async fn held_on(&mut self, node: &str) -> Result<Vec<Injection>, String> {
         if !self.listed.contains_key(node) {
-            let r = self.ctx.agents.list(node).await.map_err(|e| e.to_string());
+            let r = self.ctx.agents.list(node).await.map_err(|e| chain(&e));
             self.listed.insert(node.to_string(), r);
         }
         match &self.listed[node] {
@@ -442,7 +469,7 @@ impl<K: ChaosObject> Run<'_, K> {
                     "agent did not recover {}: {}",
                     inj.idempotency_key, r.reason
                 )),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(chain(&e)),
             };
             match r {
                 Ok(()) => {
@@ -682,7 +709,7 @@ impl<K: ChaosObject> Run<'_, K> {
                 match pods.delete(&id.pod, &dp).await {
                     Ok(_) => Ok(None),
                     Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-                    Err(e) => Err(format!("delete pod: {e}")),
+                    Err(e) => Err(format!("delete pod: {}", chain(&e))),
                 }
             }
             ChaosAction::PodFailure => {
@@ -690,7 +717,7 @@ impl<K: ChaosObject> Run<'_, K> {
                 pods.patch(&id.pod, &PatchParams::default(), &Patch::Strategic(patch))
                     .await
                     .map(|_| None)
-                    .map_err(|e| format!("patch pod images: {e}"))
+                    .map_err(|e| format!("patch pod images: {}", chain(&e)))
             }
             ChaosAction::ContainerKill { .. } | ChaosAction::Agent { .. } => {
                 let node = pod
@@ -737,7 +764,7 @@ impl<K: ChaosObject> Run<'_, K> {
                             },
                         ))
                     })
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| chain(&e))
             }
         }
     }
@@ -762,7 +789,7 @@ impl<K: ChaosObject> Run<'_, K> {
                         {
                             Ok(_) => Ok(()),
                             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                            Err(e) => Err(format!("restore pod images: {e}")),
+                            Err(e) => Err(format!("restore pod images: {}", chain(&e))),
                         },
                     }
                 }
@@ -851,7 +878,7 @@ impl<K: ChaosObject> Run<'_, K> {
                                 lease_ttl_ms: ttl,
                             };
                             if let Err(e) = self.ctx.agents.renew(&node, req).await {
-                                result = Err(format!("renew lease: {e}"));
+                                result = Err(format!("renew lease: {}", chain(&e)));
                             }
                         }
                         result
@@ -1057,10 +1084,14 @@ async fn apply<K: ChaosObject>(
             ctx.client.clone(),
             obj.meta().namespace.as_deref().unwrap_or_default(),
         );
+        let patch = merge_patch(
+            &serde_json::to_value(&before).unwrap_or_default(),
+            &serde_json::to_value(&status).unwrap_or_default(),
+        );
         api.patch_status(
             &obj.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
+            &Patch::Merge(json!({ "status": patch })),
         )
         .await
         .map_err(kube_err("patch status"))?;
@@ -1091,6 +1122,30 @@ async fn apply<K: ChaosObject>(
         });
     }
     Ok(requeue.unwrap_or_else(Action::await_change))
+}
+
+/// The JSON merge patch (RFC 7386) that turns `before` into `after`: `after` itself, plus a
+/// `null` for every field `before` has and `after` left out (a field omitted from a merge patch
+/// keeps its old value on the server: a cleared `endsAt`, a group of records that emptied).
+pub fn merge_patch(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in a {
+                let v = match b.get(k) {
+                    Some(old) => merge_patch(old, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), v);
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => after.clone(),
+    }
 }
 
 /// Events for condition transitions (Injected, Recovered, Failed).
@@ -1193,6 +1248,19 @@ mod tests {
             restore_patch(&p),
             None,
             "nothing to restore on an untouched pod"
+        );
+    }
+
+    #[test]
+    fn merge_patch_clears_what_was_left_out() {
+        let before = json!({"phase": "Paused", "endsAt": "t", "counts": {"injected": 2, "selected": 2},
+                            "records": {"groups": [1, 2]}});
+        let after =
+            json!({"phase": "Running", "counts": {"selected": 2}, "records": {"groups": [1]}});
+        assert_eq!(
+            merge_patch(&before, &after),
+            json!({"phase": "Running", "endsAt": null, "counts": {"selected": 2, "injected": null},
+                   "records": {"groups": [1]}})
         );
     }
 

@@ -168,6 +168,47 @@ impl Elector {
             Err(e) => Err(e),
         }
     }
+
+    /// Gives the lease up if this candidate holds it (the holder is cleared, so the other
+    /// replica takes over at its next round instead of after the lease runs out).
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(micro(SystemTime::now()));
+        match self
+            .api
+            .replace(LEASE_NAME, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Someone else wrote it meanwhile: it is no longer ours to release.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The namespace a failed Lease call named as missing (`namespaces "x" not found`), if that is
+/// why it failed: a missing leader-election namespace is a configuration error, not something
+/// to retry.
+pub fn missing_namespace(e: &kube::Error) -> Option<String> {
+    let kube::Error::Api(s) = e else { return None };
+    let details = s.details.as_ref();
+    let is_ns =
+        details.is_some_and(|d| d.kind == "namespaces") || s.message.starts_with("namespaces \"");
+    if s.code != 404 || !is_ns {
+        return None;
+    }
+    details
+        .map(|d| d.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| s.message.split('"').nth(1).map(str::to_string))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{watcher, Controller};
 use kube::Api;
 
-pub use agent::{AgentPool, AgentTls, FakeAgentPool, GrpcAgentPool};
+pub use agent::{AgentPool, AgentTls, DisabledAgentPool, FakeAgentPool, GrpcAgentPool};
 pub use manifests::{install_manifests, InstallOptions};
 
 /// Everything `havoc operator` is configured with (the CLI maps its flags onto this).
@@ -90,15 +90,90 @@ impl OperatorOptions {
     }
 }
 
-/// Runs one controller per chaos kind until shutdown.
-pub async fn run_controllers(ctx: Arc<controller::Context>) {
-    fn one<K>(ctx: Arc<controller::Context>) -> futures::future::BoxFuture<'static, ()>
+/// How long `havoc operator` lets in-flight reconciles finish after SIGTERM/SIGINT before it
+/// returns anyway (a second signal returns at once). Under Kubernetes' default 30 s grace.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A future that resolves when shutdown is requested; cheap to clone (one per controller).
+pub type ShutdownSignal = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Turns any future into a [`ShutdownSignal`] (tests pass a oneshot receiver, `havoc operator`
+/// its [`Signals`]).
+pub fn shutdown_signal(
+    f: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ShutdownSignal {
+    f.boxed().shared()
+}
+
+/// SIGTERM and SIGINT, counted. Installed once by `havoc operator`: the controllers stop taking
+/// new work at the first signal, the process returns at the second or after [`SHUTDOWN_GRACE`].
+/// (The controllers themselves never install signal handlers: a library must not swallow a
+/// process's SIGTERM, e.g. a test binary's under a CI timeout.)
+#[derive(Clone)]
+pub struct Signals {
+    count: tokio::sync::watch::Receiver<u32>,
+}
+
+impl Signals {
+    /// Installs the handlers now (a signal arriving from here on is counted).
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    Some(()) = term.recv() => "SIGTERM",
+                    Some(()) = int.recv() => "SIGINT",
+                    else => return,
+                };
+                let n = *tx.borrow() + 1;
+                tracing::info!(signal = name, n, "shutdown requested");
+                if tx.send(n).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Signals { count: rx })
+    }
+
+    async fn at_least(&self, n: u32) {
+        let mut rx = self.count.clone();
+        if rx.wait_for(|c| *c >= n).await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves at the first signal.
+    pub fn first(&self) -> ShutdownSignal {
+        let s = self.clone();
+        shutdown_signal(async move { s.at_least(1).await })
+    }
+
+    /// Resolves at the second signal, or [`SHUTDOWN_GRACE`] after the first.
+    pub async fn forced(&self) {
+        self.at_least(1).await;
+        tokio::select! {
+            () = self.at_least(2) => tracing::warn!("second signal: stopping without waiting for reconciles"),
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the grace period: stopping"),
+        }
+    }
+}
+
+/// Runs one controller per chaos kind until `shutdown` resolves (then waits for the reconciles
+/// in flight) or the watches end.
+pub async fn run_controllers(ctx: Arc<controller::Context>, shutdown: ShutdownSignal) {
+    fn one<K>(
+        ctx: Arc<controller::Context>,
+        shutdown: ShutdownSignal,
+    ) -> futures::future::BoxFuture<'static, ()>
     where
         K: ChaosObject,
     {
         let api: Api<K> = Api::all(ctx.client.clone());
         Controller::new(api, watcher::Config::default())
-            .shutdown_on_signal()
+            .graceful_shutdown_on(shutdown)
             .run(
                 controller::reconcile::<K>,
                 controller::error_policy::<K>,
@@ -106,22 +181,27 @@ pub async fn run_controllers(ctx: Arc<controller::Context>) {
             )
             .for_each(|r| async move {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "controller event");
+                    tracing::debug!(error = %controller::chain(&e), "controller event");
                 }
             })
             .boxed()
     }
     futures::future::join3(
-        one::<PodChaos>(ctx.clone()),
-        one::<NetworkChaos>(ctx.clone()),
-        one::<StressChaos>(ctx),
+        one::<PodChaos>(ctx.clone(), shutdown.clone()),
+        one::<NetworkChaos>(ctx.clone(), shutdown.clone()),
+        one::<StressChaos>(ctx, shutdown),
     )
     .await;
 }
 
+/// Kinds and actions that need the node agents (and so their mTLS files).
+pub const AGENT_KINDS: &str = "NetworkChaos, StressChaos and PodChaos container-kill";
+
 /// `havoc operator`: serves metrics, waits for leadership (when enabled), then reconciles until
-/// SIGTERM or until leadership is lost (an error: the pod restarts and follows).
+/// SIGTERM/SIGINT (in-flight reconciles get [`SHUTDOWN_GRACE`]) or until leadership is lost (an
+/// error: the pod restarts and follows).
 pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
+    let signals = Signals::install().context("failed to install the SIGTERM/SIGINT handlers")?;
     let client = kube::Client::try_default()
         .await
         .context("failed to create a Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -139,14 +219,29 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
         .agent_namespace
         .clone()
         .unwrap_or_else(|| opts.operator_namespace.clone());
-    let agents = GrpcAgentPool::new(
+    let agents: Arc<dyn AgentPool> = match GrpcAgentPool::new(
         agent::AgentLocator::Discover {
             client: client.clone(),
             namespace: agent_ns,
         },
         &opts.agent_tls,
-    )
-    .context("failed to load the agent mTLS files")?;
+    ) {
+        Ok(pool) => Arc::new(pool),
+        Err(e) => {
+            let why = format!(
+                "{} (--agent-ca {}, --agent-cert {}, --agent-key {})",
+                controller::chain(&e),
+                opts.agent_tls.ca.display(),
+                opts.agent_tls.cert.display(),
+                opts.agent_tls.key.display()
+            );
+            tracing::warn!(
+                error = %why,
+                "no agent mTLS: {AGENT_KINDS} cannot run; PodChaos pod-kill and pod-failure can"
+            );
+            Arc::new(agent::DisabledAgentPool::new(why))
+        }
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -156,7 +251,7 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
     );
     let mut ctx = controller::Context::new(
         client.clone(),
-        Arc::new(agents),
+        agents,
         opts.policy(),
         recorder,
         metrics,
@@ -167,7 +262,10 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
     }
     let ctx = Arc::new(ctx);
     if !opts.leader_election {
-        run_controllers(ctx).await;
+        tokio::select! {
+            () = run_controllers(ctx, signals.first()) => {}
+            () = signals.forced() => {}
+        }
         return Ok(());
     }
     let elector = leader::Elector::new(
@@ -177,12 +275,29 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
         Duration::from_secs(15),
     );
     loop {
-        match elector.try_lead().await {
+        let round = tokio::select! {
+            r = elector.try_lead() => r,
+            () = signals.first() => return Ok(()),
+        };
+        match round {
             Ok(true) => break,
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "leader election failed"),
+            Err(e) => {
+                if let Some(missing) = leader::missing_namespace(&e) {
+                    anyhow::bail!(
+                        "leader election: namespace {missing} does not exist (it holds the Lease \
+                         {}); create it, or point --operator-namespace (HAVOC_OPERATOR_NAMESPACE) \
+                         at the operator's namespace",
+                        leader::LEASE_NAME
+                    );
+                }
+                tracing::warn!(error = %controller::chain(&e), "leader election failed");
+            }
         }
-        tokio::time::sleep(elector.period()).await;
+        tokio::select! {
+            () = tokio::time::sleep(elector.period()) => {}
+            () = signals.first() => return Ok(()),
+        }
     }
     tracing::info!(identity = %opts.identity, "leading");
     let keep_leading = async {
@@ -194,6 +309,7 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
                 Ok(false) => anyhow::bail!("lost leadership to another replica"),
                 Err(e) => {
                     misses += 1;
+                    let e = controller::chain(&e);
                     tracing::warn!(error = %e, misses, "failed to renew the leader lease");
                     // Two misses in a row: the lease (3 periods) may lapse; stop reconciling.
                     if misses >= 2 {
@@ -203,8 +319,18 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
             }
         }
     };
-    tokio::select! {
-        () = run_controllers(ctx) => Ok(()),
+    let r = tokio::select! {
+        () = run_controllers(ctx, signals.first()) => Ok(()),
         r = keep_leading => r,
+        () = signals.forced() => Ok(()),
+    };
+    // Hand over at once rather than after the lease runs out.
+    match tokio::time::timeout(Duration::from_secs(2), elector.release()).await {
+        Ok(Ok(())) => tracing::info!("released the leader lease"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %controller::chain(&e), "failed to release the leader lease")
+        }
+        Err(_) => tracing::warn!("releasing the leader lease timed out"),
     }
+    r
 }

@@ -82,6 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         opts.identity = id;
     }
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(havoc_operator::run(opts))?;
+    let result = rt.block_on(havoc_operator::run(opts));
+    // A reconcile still running after the shutdown grace (or a second signal) must not keep
+    // the process alive: Kubernetes would SIGKILL it anyway.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
     Ok(0)
 }
