@@ -448,6 +448,7 @@ impl Fault for NetworkFault {
             shapes: Vec::new(),
             started: std::time::Instant::now(),
             summary_req: self.requested(),
+            requested: Requested::of(&self.spec),
             recovered: false,
         };
         let devs = devices(&self.spec, &ns, &label)?;
@@ -638,7 +639,184 @@ struct NetworkInjection {
     shapes: Vec<BandwidthGuard>,
     started: std::time::Instant,
     summary_req: String,
+    /// The requested values, reported beside the measured ones as `<metric>_requested`.
+    requested: Requested,
     recovered: bool,
+}
+
+/// What the spec asked for, in the units of the measured metrics.
+#[derive(Debug, Clone, Copy, Default)]
+struct Requested {
+    loss_percent: Option<f64>,
+    duplicate_percent: Option<f64>,
+    corrupt_percent: Option<f64>,
+    delay_mean_ms: Option<f64>,
+    delay_jitter_ms: Option<f64>,
+    reorder_percent: Option<f64>,
+    rate_bps: Option<f64>,
+}
+
+impl Requested {
+    fn of(spec: &NetworkChaos) -> Self {
+        Requested {
+            loss_percent: spec.loss.as_ref().map(|l| l.loss.0),
+            duplicate_percent: spec.duplicate.as_ref().map(|d| d.duplicate.0),
+            corrupt_percent: spec.corrupt.as_ref().map(|c| c.corrupt.0),
+            delay_mean_ms: spec.delay.as_ref().map(|d| d.latency.0.as_secs_f64() * 1e3),
+            delay_jitter_ms: spec.delay.as_ref().map(|d| d.jitter.0.as_secs_f64() * 1e3),
+            reorder_percent: spec
+                .delay
+                .as_ref()
+                .and_then(|d| d.reorder.as_ref())
+                .map(|r| r.reorder.0),
+            rate_bps: spec.bandwidth.as_ref().map(|b| b.rate.0 as f64),
+        }
+    }
+}
+
+/// The delay engines' measured effect. Metrics:
+/// - `packets_delayed`: held by the engine; `packets_bypassed`: matched the NFQUEUE rules but
+///   passed undelayed because the kernel queue or socket was full (fail-open) or no reader was
+///   bound; `delay_packets_seen`: received by the engine; `delay_packets_matched`: counted by the
+///   rules (= seen + bypassed + kernel drops); `packets_reordered`.
+/// - `delay_mean_ms` (and its older name `mean_added_delay_ms`): measured hold time of delayed
+///   packets; `delay_jitter_ms`: `sqrt(3)` times their standard deviation, which is the jitter
+///   `J` of netem's uniform `[delay - J, delay + J)` (without correlation), so it compares with
+///   the request; `delay_stddev_ms`: the standard deviation itself.
+/// - `delay_mean_ms_requested`, `delay_jitter_ms_requested`, `reorder_percent(_requested)`.
+fn delay_effect(mut e: Effect, delays: &[DelayEngine], req: &Requested) -> (Effect, String) {
+    let (mut seen, mut delayed, mut reordered, mut bypassed, mut dropped) = (0u64, 0, 0, 0, 0);
+    let mut matched: Option<u64> = Some(0);
+    // Pooled mean and variance of the hold times over all engines.
+    let (mut n, mut sum, mut sum_sq) = (0f64, 0f64, 0f64);
+    for d in delays {
+        let s = d.stats();
+        seen += s.seen;
+        delayed += s.delayed;
+        reordered += s.reordered;
+        bypassed += s.bypassed;
+        dropped += s.kernel_dropped;
+        matched = matched.zip(s.rule_packets).map(|(a, b)| a + b);
+        if let Some(m) = s.mean_added_delay {
+            let k = s.delayed.saturating_sub(s.held) as f64;
+            let m = m.as_secs_f64() * 1e3;
+            let sd = s.added_delay_stddev.map_or(0.0, |x| x.as_secs_f64() * 1e3);
+            n += k;
+            sum += k * m;
+            sum_sq += (k - 1.0).max(0.0) * sd * sd + k * m * m;
+        }
+    }
+    let mean = if n > 0.0 { sum / n } else { 0.0 };
+    let sd = if n > 1.0 {
+        ((sum_sq - n * mean * mean) / (n - 1.0)).max(0.0).sqrt()
+    } else {
+        0.0
+    };
+    let jitter = sd * 3f64.sqrt();
+    e = e
+        .metric("delay_packets_seen", seen as f64)
+        .metric("packets_delayed", delayed as f64)
+        .metric("packets_bypassed", bypassed as f64)
+        .metric("packets_reordered", reordered as f64)
+        .metric("delay_mean_ms", mean)
+        .metric("mean_added_delay_ms", mean)
+        .metric("delay_jitter_ms", jitter)
+        .metric("delay_stddev_ms", sd);
+    if let Some(m) = matched {
+        e = e.metric("delay_packets_matched", m as f64);
+    }
+    if dropped > 0 {
+        e = e.metric("delay_packets_dropped_by_kernel", dropped as f64);
+    }
+    if let Some(r) = req.delay_mean_ms {
+        e = e.metric("delay_mean_ms_requested", r);
+    }
+    if let Some(r) = req.delay_jitter_ms {
+        e = e.metric("delay_jitter_ms_requested", r);
+    }
+    let reorder = if let Some(r) = req.reorder_percent {
+        let achieved = if seen > 0 {
+            100.0 * reordered as f64 / seen as f64
+        } else {
+            0.0
+        };
+        e = e
+            .metric("reorder_percent", achieved)
+            .metric("reorder_percent_requested", r);
+        format!(", {reordered} reordered ({achieved:.2}%, {r}% requested)")
+    } else {
+        String::new()
+    };
+    let total = delayed + bypassed;
+    let share = |k: u64| {
+        if total > 0 {
+            100.0 * k as f64 / total as f64
+        } else {
+            0.0
+        }
+    };
+    let requested = match (req.delay_mean_ms, req.delay_jitter_ms) {
+        (Some(m), Some(j)) if j > 0.0 => format!(" ({m:.2} ± {j:.2} ms requested)"),
+        (Some(m), _) => format!(" ({m:.2} ms requested)"),
+        _ => String::new(),
+    };
+    let mut part = format!(
+        "delayed {delayed} of {total} matching packets ({:.1}%) by {mean:.2} ms on average,          jitter {jitter:.2} ms{requested}; {bypassed} ({:.1}%) bypassed the engine undelayed          (queue full or no reader){reorder} (backend: nfqueue)",
+        share(delayed),
+        share(bypassed)
+    );
+    if dropped > 0 {
+        part.push_str(&format!("; the kernel dropped {dropped} (queue full)"));
+    }
+    (e, part)
+}
+
+/// The TBF limits' measured effect: `bytes_sent`, `packets_sent`, `tbf_packets_dropped`,
+/// `overlimits` summed over every limited device, and `rate_bps`, the highest rate that passed
+/// one limit over the time it was held, beside `rate_bps_requested`.
+fn shaping_effect(mut e: Effect, shapes: &[BandwidthGuard], req: &Requested) -> (Effect, String) {
+    let (mut bytes, mut packets, mut drops, mut over) = (0u64, 0u64, 0u64, 0u64);
+    let mut rate: f64 = 0.0;
+    let mut devs = Vec::new();
+    for s in shapes {
+        let where_ = s.ifb().map_or_else(
+            || format!("{} egress", s.device()),
+            |i| format!("{} ingress via {i}", s.device()),
+        );
+        match s.stats() {
+            Some(st) => {
+                bytes += st.bytes_sent;
+                packets += st.packets_sent;
+                drops += st.packets_dropped;
+                over += st.overlimits;
+                rate = rate.max(st.rate_bps());
+                devs.push(format!(
+                    "{where_}: {} packets, {} bytes in {:.1} s = {:.3} Mbit/s, {} dropped, {} overlimits",
+                    st.packets_sent,
+                    st.bytes_sent,
+                    st.elapsed.as_secs_f64(),
+                    st.rate_bps() / 1e6,
+                    st.packets_dropped,
+                    st.overlimits
+                ));
+            }
+            None => devs.push(format!("{where_}: no counters read yet")),
+        }
+    }
+    e = e
+        .metric("bytes_sent", bytes as f64)
+        .metric("packets_sent", packets as f64)
+        .metric("tbf_packets_dropped", drops as f64)
+        .metric("overlimits", over as f64)
+        .metric("rate_bps", rate);
+    let requested = match req.rate_bps {
+        Some(r) => {
+            e = e.metric("rate_bps_requested", r);
+            format!(" (limit {:.3} Mbit/s)", r / 1e6)
+        }
+        None => String::new(),
+    };
+    (e, format!("TBF{requested} on {}", devs.join("; ")))
 }
 
 impl NetworkInjection {
@@ -675,6 +853,14 @@ impl Injection for NetworkInjection {
                 }
             }
             self.read_counters();
+            for d in &self.delays {
+                d.refresh_counters();
+            }
+            for s in &self.shapes {
+                if let Err(e) = s.refresh_stats() {
+                    tracing::debug!(error = %e, dev = s.device(), "cannot read TBF counters");
+                }
+            }
         }
         Ok(())
     }
@@ -736,44 +922,28 @@ impl Injection for NetworkInjection {
                 .metric("packets_dropped", t.dropped as f64)
                 .metric("packets_corrupted", t.corrupted as f64)
                 .metric("packets_duplicated", t.duplicated as f64);
-        }
-        if !self.delays.is_empty() {
-            let (mut seen, mut delayed, mut reordered, mut sum_ms, mut n_mean) =
-                (0u64, 0u64, 0u64, 0.0, 0u64);
-            for d in &self.delays {
-                let s = d.stats();
-                seen += s.seen;
-                delayed += s.delayed;
-                reordered += s.reordered;
-                if let Some(m) = s.mean_added_delay {
-                    sum_ms += m.as_secs_f64() * 1000.0 * s.delayed as f64;
-                    n_mean += s.delayed;
+            let r = &self.requested;
+            for (name, requested, n) in [
+                ("loss_percent", r.loss_percent, t.dropped),
+                ("duplicate_percent", r.duplicate_percent, t.duplicated),
+                ("corrupt_percent", r.corrupt_percent, t.corrupted),
+            ] {
+                if let Some(req) = requested {
+                    e = e
+                        .metric(name, pct(n))
+                        .metric(&format!("{name}_requested"), req);
                 }
             }
-            let mean = if n_mean > 0 {
-                sum_ms / n_mean as f64
-            } else {
-                0.0
-            };
-            parts.push(format!("delayed {delayed} of {seen} packets by {mean:.2} ms on average, {reordered} reordered (backend: nfqueue)"));
-            e = e
-                .metric("delay_packets_seen", seen as f64)
-                .metric("packets_delayed", delayed as f64)
-                .metric("packets_reordered", reordered as f64)
-                .metric("mean_added_delay_ms", mean);
+        }
+        if !self.delays.is_empty() {
+            let (e2, part) = delay_effect(e, &self.delays, &self.requested);
+            e = e2;
+            parts.push(part);
         }
         if !self.shapes.is_empty() {
-            let devs: Vec<String> = self
-                .shapes
-                .iter()
-                .map(|s| {
-                    s.ifb().map_or_else(
-                        || format!("{} egress", s.device()),
-                        |i| format!("{} ingress via {i}", s.device()),
-                    )
-                })
-                .collect();
-            parts.push(format!("TBF on {}", devs.join(", ")));
+            let (e2, part) = shaping_effect(e, &self.shapes, &self.requested);
+            e = e2;
+            parts.push(part);
         }
         e.summary = parts.join("; ");
         e.metric("active_seconds", self.started.elapsed().as_secs_f64())
@@ -839,7 +1009,7 @@ pub fn remove_delay_rules(netns: &Path, tag: &str) -> Result<usize, String> {
         return Ok(0);
     }
     havoc_netem::iptables::remove_leftovers(&NetNs::from_path(netns), tag)
-        .map(|v| v.len())
+        .map(|r| r.leftovers.len() + r.tables.len())
         .map_err(|e| e.to_string())
 }
 
@@ -870,10 +1040,23 @@ pub fn sweep_leftovers() -> Vec<String> {
     for path in namespaces {
         let ns = NetNs::from_path(&path);
         match havoc_netem::iptables::remove_leftovers(&ns, "") {
-            Ok(v) => out.extend(
-                v.iter()
-                    .map(|l| format!("removed delay chain {} in {}", l.chain, path.display())),
-            ),
+            Ok(r) => {
+                out.extend(r.leftovers.iter().map(|l| {
+                    format!(
+                        "removed delay chain HAVOC-{} ({}, {} jump(s)) in {}",
+                        l.tag,
+                        l.family,
+                        l.jumps,
+                        path.display()
+                    )
+                }));
+                out.extend(r.tables.iter().map(|f| {
+                    format!(
+                        "removed Havoc's empty mangle table ({f}) in {}",
+                        path.display()
+                    )
+                }));
+            }
             Err(e) => out.push(format!(
                 "cannot check delay rules in {}: {e}",
                 path.display()

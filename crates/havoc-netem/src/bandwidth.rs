@@ -9,12 +9,22 @@
 //!   this kernel has no matchall/flower classifier).
 //!
 //! Everything Havoc creates is recognisable by name (`hvifb*`), handle (`fa17:`) or filter
-//! preference (64023), which is how [`leftovers`] finds what a crashed process left.
+//! preference (64023), which is how [`leftovers`] finds what a crashed process left. Applying and
+//! removing run under the host-wide [`crate::lock`], so concurrent runs never pick the same IFB
+//! name or race a check against a change.
+//!
+//! The measured effect is the TBF qdisc's own counters ([`BandwidthGuard::stats`]): bytes and
+//! packets it sent, packets it dropped (queue over `limit`), how often it throttled
+//! (`overlimits`), and the rate that passed over the time the limit was held.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use havoc_sys::netns::NetNs;
 use serde_json::Value;
 
 use crate::cmd::{self, CmdError};
+use crate::lock::{edit_lock, LockError};
 
 /// Handle of the TBF root qdiscs Havoc installs.
 pub const ROOT_HANDLE: &str = "fa17:";
@@ -45,6 +55,57 @@ pub enum BandwidthError {
     Tool(#[source] CmdError),
     #[error("unexpected output from {tool}: {detail}")]
     Parse { tool: &'static str, detail: String },
+    #[error("failed to take the lock that serialises Havoc's tc changes")]
+    Lock(#[source] LockError),
+}
+
+/// Counters of Havoc's TBF qdisc (`tc -s qdisc`), since the limit was applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ShapeStats {
+    /// Bytes and packets the TBF sent on (whole frames, GSO super-packets counted as sent).
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
+    /// Packets dropped because the TBF queue was full (`limit`).
+    pub packets_dropped: u64,
+    /// Times a packet had to wait for tokens: the limit was binding.
+    pub overlimits: u64,
+    /// Bytes waiting in the queue when read.
+    pub backlog_bytes: u64,
+    /// From applying the limit to this reading (or to its removal).
+    pub elapsed: Duration,
+}
+
+impl ShapeStats {
+    /// Bits per second that passed the TBF over [`elapsed`](Self::elapsed). Equals the limit
+    /// only if the traffic offered was at least that much for the whole time.
+    pub fn rate_bps(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.bytes_sent as f64 * 8.0 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The stats of the `fa17:` root qdisc of `dev`, if it has one.
+fn tbf_stats(netns: &NetNs, dev: &str, since: Instant) -> Result<Option<ShapeStats>, BandwidthError> {
+    let elapsed = since.elapsed();
+    let all = json(netns, "tc", &["-s", "-j", "qdisc", "show", "dev", dev])?;
+    Ok(all
+        .iter()
+        .find(|q| q["root"].as_bool() == Some(true) && q["handle"].as_str() == Some(ROOT_HANDLE))
+        .map(|q| {
+            let n = |k: &str| q[k].as_u64().unwrap_or(0);
+            ShapeStats {
+                bytes_sent: n("bytes"),
+                packets_sent: n("packets"),
+                packets_dropped: n("drops"),
+                overlimits: n("overlimits"),
+                backlog_bytes: n("backlog"),
+                elapsed,
+            }
+        }))
 }
 
 /// Which traffic of the device is limited.
@@ -144,6 +205,10 @@ pub struct BandwidthGuard {
     netns: NetNs,
     dev: String,
     applied: Applied,
+    rate_bps: u64,
+    applied_at: Instant,
+    /// The last stats read ([`BandwidthGuard::refresh_stats`]); final after recovery.
+    stats: Mutex<Option<ShapeStats>>,
     recovered: bool,
 }
 
@@ -225,6 +290,7 @@ impl Bandwidth {
         cfg: BandwidthConfig,
     ) -> Result<BandwidthGuard, BandwidthError> {
         cfg.validate()?;
+        let lock = edit_lock().map_err(BandwidthError::Lock)?;
         if !link_names(netns)?.iter().any(|n| n == ifname) {
             return Err(BandwidthError::NoDevice {
                 dev: ifname.to_string(),
@@ -260,6 +326,9 @@ impl Bandwidth {
                     netns: netns.clone(),
                     dev: ifname.into(),
                     applied: Applied::Egress,
+                    rate_bps: cfg.rate_bps,
+                    applied_at: Instant::now(),
+                    stats: Mutex::new(None),
                     recovered: false,
                 })
             }
@@ -289,6 +358,9 @@ impl Bandwidth {
                         created_clsact: existing_parent.is_none(),
                         parent: existing_parent.clone().unwrap_or_else(|| vec!["ingress"]),
                     },
+                    rate_bps: cfg.rate_bps,
+                    applied_at: Instant::now(),
+                    stats: Mutex::new(None),
                     recovered: false,
                 };
                 let result = (|| {
@@ -311,12 +383,14 @@ impl Bandwidth {
                     Ok(())
                 })();
                 if let Err(e) = result {
+                    drop(lock);
                     if let Err(undo) = guard.recover() {
                         tracing::warn!(error = %undo, "rollback of a failed ingress limit failed");
                     }
                     return Err(e);
                 }
                 tracing::info!(dev = ifname, ifb = %ifb, rate_bps = cfg.rate_bps, "ingress TBF applied");
+                guard.applied_at = Instant::now();
                 Ok(guard)
             }
         }
@@ -336,12 +410,46 @@ impl BandwidthGuard {
         &self.dev
     }
 
+    /// The limit asked for, in bit/s.
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    /// The device holding the TBF: the IFB for an ingress limit, the device itself for egress.
+    fn tbf_device(&self) -> &str {
+        self.ifb().unwrap_or(&self.dev)
+    }
+
+    /// Reads the TBF's counters now (runs `tc`: about once a second, not per packet) and keeps
+    /// them for [`stats`](Self::stats). After recovery the final reading stays.
+    pub fn refresh_stats(&self) -> Result<Option<ShapeStats>, BandwidthError> {
+        if self.recovered {
+            return Ok(self.stats());
+        }
+        let s = tbf_stats(&self.netns, self.tbf_device(), self.applied_at)?;
+        if s.is_some() {
+            *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        }
+        Ok(s)
+    }
+
+    /// The last counters read: by [`refresh_stats`](Self::refresh_stats), or the final ones
+    /// read just before the qdisc was removed.
+    pub fn stats(&self) -> Option<ShapeStats> {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Removes the limit and restores the device. Idempotent; steps whose object is already
     /// gone are skipped, and the first error is returned after every step was tried.
     pub fn recover(&mut self) -> Result<(), BandwidthError> {
         if self.recovered {
             return Ok(());
         }
+        // Final counters, just before the qdisc goes.
+        if let Err(e) = self.refresh_stats() {
+            tracing::debug!(error = %e, dev = %self.dev, "could not read the TBF counters");
+        }
+        let _lock = edit_lock().map_err(BandwidthError::Lock)?;
         self.recovered = true;
         let netns = &self.netns;
         let names = link_names(netns)?;
@@ -467,6 +575,7 @@ pub fn leftovers(netns: &NetNs) -> Result<Vec<ShapeLeftover>, BandwidthError> {
 /// too when nothing else is attached to it (an empty clsact does nothing, so this is safe even
 /// if a user created it). Returns what was removed.
 pub fn remove_leftovers(netns: &NetNs) -> Result<Vec<ShapeLeftover>, BandwidthError> {
+    let _lock = edit_lock().map_err(BandwidthError::Lock)?;
     let found = leftovers(netns)?;
     for l in &found {
         match l {

@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -362,13 +362,53 @@ struct Counters {
     reordered: AtomicU64,
     released: AtomicU64,
     held: AtomicU64,
-    hold_ns_total: AtomicU64,
-    hold_count: AtomicU64,
+    /// Measured hold times of released packets.
+    holds: Mutex<HoldStats>,
     overruns: AtomicU64,
     verdict_errors: AtomicU64,
     send_errors: AtomicU64,
     verdict_messages: AtomicU64,
     verdict_sends: AtomicU64,
+}
+
+/// Running mean and variance of hold times (Welford), in nanoseconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct HoldStats {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl HoldStats {
+    fn add(&mut self, ns: f64) {
+        self.n += 1;
+        let d = ns - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (ns - self.mean);
+    }
+
+    fn mean(&self) -> Option<Duration> {
+        (self.n > 0).then(|| Duration::from_nanos(self.mean.max(0.0) as u64))
+    }
+
+    fn stddev(&self) -> Option<Duration> {
+        (self.n > 1).then(|| Duration::from_nanos((self.m2 / (self.n - 1) as f64).sqrt() as u64))
+    }
+}
+
+/// What the kernel did with the packets our rules matched, apart from what the engine received.
+#[derive(Debug, Default, Clone, Copy)]
+struct Accounting {
+    /// Packets counted by the NFQUEUE rules (iptables counters), when last read.
+    rule_packets: Option<u64>,
+    /// Packets that passed without entering the engine (fail-open on a full queue or socket,
+    /// `--queue-bypass` with no reader). Final after [`DelayEngine::stop`], an estimate (never
+    /// above the truth) before.
+    bypassed: u64,
+    /// Packets the kernel dropped for us (only without fail-open).
+    kernel_dropped: u64,
+    /// The numbers above are final.
+    last: bool,
 }
 
 /// Kernel-side counters of one queue, from `/proc/net/netfilter/nfnetlink_queue`.
@@ -399,6 +439,20 @@ pub struct DelayStats {
     pub held: u64,
     /// Mean time between receiving a delayed packet and sending its verdict (measured).
     pub mean_added_delay: Option<Duration>,
+    /// Sample standard deviation of that time. For netem's uniform jitter `J` (no correlation)
+    /// it is `J / sqrt(3)`, so `sqrt(3) × stddev` estimates the jitter achieved.
+    pub added_delay_stddev: Option<Duration>,
+    /// Packets the NFQUEUE rules matched (iptables rule counters): what the engine received, what
+    /// bypassed it and what the kernel dropped. `None` until read.
+    pub rule_packets: Option<u64>,
+    /// Packets that matched the rules but passed *undelayed*, without ever reaching the engine:
+    /// fail-open when the kernel queue (`queue_maxlen`) or the socket buffer was full, or
+    /// `--queue-bypass` while no reader was bound. The kernel counts these nowhere; this is
+    /// `rule_packets - seen - kernel_dropped`. Exact after [`DelayEngine::stop`]; while running,
+    /// an estimate from the last [`DelayEngine::refresh_counters`] that never exceeds the truth.
+    pub bypassed: u64,
+    /// Packets the kernel dropped because the queue or socket was full (only without fail-open).
+    pub kernel_dropped: u64,
     /// `ENOBUFS` on the socket: the kernel could not deliver queued packets to us.
     pub socket_overruns: u64,
     /// Verdicts the kernel rejected (unknown packet id).
@@ -420,6 +474,7 @@ pub struct DelayEngine {
     counters: Arc<Counters>,
     wake: Arc<OwnedFd>,
     worker: Option<JoinHandle<()>>,
+    accounting: Mutex<Accounting>,
     stopped: bool,
 }
 
@@ -482,6 +537,7 @@ impl DelayEngine {
             next_seq: 0,
             max_id: None,
             release: Vec::new(),
+            draining: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("havoc-delay-{queue}"))
@@ -496,6 +552,7 @@ impl DelayEngine {
             counters,
             wake,
             worker: Some(handle),
+            accounting: Mutex::new(Accounting::default()),
             stopped: false,
         };
         for family in cfg.families() {
@@ -528,19 +585,52 @@ impl DelayEngine {
         &self.rules_netns
     }
 
+    /// Reads the NFQUEUE rules' packet counters and the kernel's queue counters, and updates the
+    /// bypass estimate [`stats`](Self::stats) reports (it runs `iptables`, so call it about once
+    /// a second, not per packet). Order matters: the rule counters first, then everything that
+    /// entered the queue (pending `queue_total` + verdicts sent), so a packet counted by the rule
+    /// is never missed on the other side and the estimate never exceeds the truth.
+    pub fn refresh_counters(&self) {
+        if self.stopped {
+            return;
+        }
+        let mut n = 0u64;
+        for inst in &self.installed {
+            match iptables::chain_packets(&self.rules_netns, inst.family, &self.tag) {
+                Some(p) => n += p,
+                None => return,
+            }
+        }
+        let Some(q) = queue_proc_stats(&self.rules_netns, self.queue) else {
+            return;
+        };
+        let entered = q.queue_total + self.counters.released.load(Ordering::Relaxed);
+        let dropped = q.queue_dropped + q.user_dropped;
+        let mut a = self.accounting.lock().unwrap_or_else(|p| p.into_inner());
+        if a.last {
+            return;
+        }
+        a.rule_packets = Some(n);
+        a.kernel_dropped = dropped;
+        a.bypassed = n.saturating_sub(dropped).saturating_sub(entered);
+    }
+
     /// Current counters, including the kernel's view of the queue.
     pub fn stats(&self) -> DelayStats {
         let c = &self.counters;
-        let hold_count = c.hold_count.load(Ordering::Relaxed);
+        let holds = *c.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let acc = *self.accounting.lock().unwrap_or_else(|p| p.into_inner());
         DelayStats {
             seen: c.seen.load(Ordering::Relaxed),
             delayed: c.delayed.load(Ordering::Relaxed),
             reordered: c.reordered.load(Ordering::Relaxed),
             released: c.released.load(Ordering::Relaxed),
             held: c.held.load(Ordering::Relaxed),
-            mean_added_delay: (hold_count > 0).then(|| {
-                Duration::from_nanos(c.hold_ns_total.load(Ordering::Relaxed) / hold_count)
-            }),
+            mean_added_delay: holds.mean(),
+            added_delay_stddev: holds.stddev(),
+            rule_packets: acc.rule_packets,
+            bypassed: acc.bypassed,
+            kernel_dropped: acc.kernel_dropped,
             socket_overruns: c.overruns.load(Ordering::Relaxed),
             verdict_errors: c.verdict_errors.load(Ordering::Relaxed),
             verdict_messages: c.verdict_messages.load(Ordering::Relaxed),
@@ -561,12 +651,16 @@ impl DelayEngine {
         }
         self.stopped = true;
         let mut first_err = None;
-        // Rules first, so no new packet enters the queue while it drains.
-        for inst in std::mem::take(&mut self.installed).iter().rev() {
-            if let Err(e) = iptables::uninstall(&self.rules_netns, inst, &self.tag) {
-                first_err.get_or_insert(DelayError::Iptables(e));
-            }
+        // Rules first, so no new packet enters the queue while it drains. The rule counters are
+        // read between removing the jumps and removing the chains: final.
+        let installed = std::mem::take(&mut self.installed);
+        let (rule_packets, result) = iptables::uninstall(&self.rules_netns, &installed, &self.tag);
+        if let Err(e) = result {
+            first_err.get_or_insert(DelayError::Iptables(e));
         }
+        // The kernel's drop counters, before the worker unbinds the queue.
+        let dropped = queue_proc_stats(&self.rules_netns, self.queue)
+            .map(|q| q.queue_dropped + q.user_dropped);
         if rustix::io::write(self.wake.as_fd(), &1u64.to_ne_bytes()).is_err() {
             tracing::warn!("could not signal the delay thread");
         }
@@ -575,7 +669,28 @@ impl DelayEngine {
                 first_err.get_or_insert(DelayError::WorkerPanicked);
             }
         }
-        tracing::info!(tag = %self.tag, "delay engine stopped");
+        // Every packet that entered the queue has now been read by the worker (it drains the
+        // socket before unbinding), so what the rules counted beyond that passed undelayed.
+        let seen = self.counters.seen.load(Ordering::Relaxed);
+        {
+            let mut a = self.accounting.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = rule_packets {
+                let dropped = dropped.unwrap_or(a.kernel_dropped);
+                a.rule_packets = Some(n);
+                a.kernel_dropped = dropped;
+                a.bypassed = n.saturating_sub(seen).saturating_sub(dropped);
+            }
+            a.last = true;
+        }
+        let stats = self.stats();
+        tracing::info!(
+            tag = %self.tag,
+            seen,
+            delayed = stats.delayed,
+            bypassed = stats.bypassed,
+            rule_packets = ?stats.rule_packets,
+            "delay engine stopped"
+        );
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -696,6 +811,8 @@ struct Worker {
     max_id: Option<u32>,
     /// Packets to accept at the next flush: (arrival seq, id).
     release: Vec<(u64, u32)>,
+    /// Stopping: packets still arriving are accepted at once.
+    draining: bool,
 }
 
 impl Worker {
@@ -741,8 +858,10 @@ impl Worker {
         }
     }
 
-    /// Reads up to [`RECV_BATCH`] datagrams and decides each packet's fate.
-    fn receive(&mut self) {
+    /// Reads up to [`RECV_BATCH`] datagrams and decides each packet's fate; returns how many
+    /// datagrams it read.
+    fn receive(&mut self) -> usize {
+        let mut datagrams = 0;
         for _ in 0..RECV_BATCH {
             let mut packets: [u32; 8] = [0; 8];
             let mut n = 0;
@@ -766,7 +885,7 @@ impl Worker {
                 self.on_packet(id, now);
             }
             match got {
-                Ok(true) => {}
+                Ok(true) => datagrams += 1,
                 Ok(false) => break,
                 Err(Errno::NOBUFS) => {
                     self.counters.overruns.fetch_add(1, Ordering::Relaxed);
@@ -777,10 +896,18 @@ impl Worker {
                 }
             }
         }
+        datagrams
     }
 
     fn on_packet(&mut self, id: u32, now: Instant) {
         self.counters.seen.fetch_add(1, Ordering::Relaxed);
+        if self.draining {
+            // Stopping: accepted at once, neither delayed nor reordered.
+            self.max_id = Some(id);
+            self.release.push((self.next_seq, id));
+            self.next_seq += 1;
+            return;
+        }
         self.max_id = Some(id);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -812,11 +939,12 @@ impl Worker {
             self.held.pop();
             self.held_seqs.remove(&h.seq);
             self.counters.held.fetch_sub(1, Ordering::Relaxed);
-            let hold = now.saturating_duration_since(h.arrived).as_nanos() as u64;
+            let hold = now.saturating_duration_since(h.arrived).as_nanos() as f64;
             self.counters
-                .hold_ns_total
-                .fetch_add(hold, Ordering::Relaxed);
-            self.counters.hold_count.fetch_add(1, Ordering::Relaxed);
+                .holds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(hold);
             self.release.push((h.seq, h.id));
         }
     }
@@ -866,8 +994,14 @@ impl Worker {
 
     /// Accepts everything the kernel holds for us, then unbinds. Runs after the rules are gone.
     fn shutdown(&mut self) {
-        for _ in 0..2 {
-            self.receive();
+        self.draining = true;
+        // Read until the socket is empty (bounded): every packet the rules queued is counted as
+        // seen, so the bypass count at stop is exact, and none is left for unbind to drop.
+        for round in 0..1000 {
+            let got = self.receive();
+            if got == 0 && round > 0 {
+                break;
+            }
             if let Some(max) = self.max_id {
                 // Every packet in the kernel's queue has an id <= max (we read them all).
                 self.sock.push_batch_verdict(max, NF_ACCEPT);

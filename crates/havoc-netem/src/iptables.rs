@@ -17,9 +17,14 @@
 //! so rules placed after ours in mangle PREROUTING would be skipped for queued packets; appending
 //! leaves every user rule in effect.
 //!
-//! iptables-nft creates the `mangle` table on first use and never deletes it; when it was absent
-//! before, removal deletes it again once it is empty (with `nft delete table`), so the namespace
-//! ends exactly as it was.
+//! Many runs share a namespace. Each one adds and removes only its own objects, by identity:
+//! its chain by name, its jumps by their full rule spec (`iptables -D CHAIN <spec>`, never a rule
+//! number another run could have shifted). Whether the `mangle` table and its `PREROUTING` base
+//! chain exist is shared state, so Havoc creates them itself when they are missing, with the nft
+//! comment [`MARKER`] (`nft create table ip mangle { comment "havoc-created"; }`), and deletes a
+//! marked chain or table once it is empty, whichever run finishes last. A table or chain without
+//! the marker existed before Havoc and is never deleted. All of it runs under the host-wide
+//! [`crate::lock`], so two runs never interleave a check with an action.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -28,6 +33,7 @@ use std::str::FromStr;
 use havoc_sys::netns::NetNs;
 
 use crate::cmd::{self, CmdError};
+use crate::lock::{edit_lock, EditLock, LockError};
 
 /// Prefix of every chain the delay engine creates.
 pub const CHAIN_PREFIX: &str = "HAVOC-";
@@ -35,6 +41,9 @@ pub const CHAIN_PREFIX: &str = "HAVOC-";
 pub const COMMENT_PREFIX: &str = "havoc:";
 /// Longest tag: iptables chain names are at most 28 characters.
 pub const MAX_TAG_LEN: usize = 28 - CHAIN_PREFIX.len();
+
+/// The nft comment on a `mangle` table or base chain that Havoc created (and so may delete).
+pub const MARKER: &str = "havoc-created";
 
 const TABLE: &str = "mangle";
 const HOOK_CHAIN: &str = "PREROUTING";
@@ -50,6 +59,8 @@ pub enum IptablesError {
     },
     #[error("chain {chain} already exists in this namespace: tag {tag:?} is in use (a leftover? see remove_leftovers)")]
     TagInUse { tag: String, chain: String },
+    #[error("failed to take the lock that serialises Havoc's iptables changes")]
+    Lock(#[source] LockError),
 }
 
 /// IPv4 or IPv6, i.e. `iptables` or `ip6tables`.
@@ -57,6 +68,12 @@ pub enum IptablesError {
 pub enum Family {
     V4,
     V6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.tool())
+    }
 }
 
 impl Family {
@@ -187,7 +204,40 @@ fn table_exists(netns: &NetNs, family: Family) -> Result<bool, IptablesError> {
 #[derive(Debug, Clone)]
 pub(crate) struct Installed {
     pub family: Family,
-    pub table_existed: bool,
+}
+
+fn lock() -> Result<EditLock, IptablesError> {
+    edit_lock().map_err(IptablesError::Lock)
+}
+
+/// Creates the mangle table and its PREROUTING base chain, each with the [`MARKER`] comment,
+/// where they are missing. Without `nft`, iptables creates them unmarked (and they then stay).
+fn ensure_marked_hook(netns: &NetNs, family: Family) -> Result<(), IptablesError> {
+    let fam = family.nft_family();
+    let listing = nft_table(netns, family);
+    if listing.is_none() {
+        let body = format!("{{ comment \"{MARKER}\"; }}");
+        if let Err(e) = cmd::run(netns, "nft", &["create", "table", fam, TABLE, &body]) {
+            tracing::warn!(error = %e, %family, "could not create a marked mangle table; iptables will create an unmarked one that stays");
+            return Ok(());
+        }
+    }
+    let has_hook = listing
+        .as_ref()
+        .is_some_and(|t| t.chains.iter().any(|c| c.name == HOOK_CHAIN));
+    if !has_hook {
+        let body = format!(
+            "{{ type filter hook prerouting priority -150; policy accept; comment \"{MARKER}\"; }}"
+        );
+        if let Err(e) = cmd::run(
+            netns,
+            "nft",
+            &["create", "chain", fam, TABLE, HOOK_CHAIN, &body],
+        ) {
+            tracing::warn!(error = %e, %family, "could not create a marked PREROUTING chain");
+        }
+    }
+    Ok(())
 }
 
 /// Creates the tagged chain with `rules` (argv fragments without `-A CHAIN`) and the jump to it.
@@ -199,18 +249,17 @@ pub(crate) fn install(
     rules: &[Vec<String>],
 ) -> Result<Installed, IptablesError> {
     let chain = chain_name(tag);
-    let table_existed = table_exists(netns, family)?;
-    let before = save(netns, family)?;
-    if before.lines().any(|l| l.starts_with(&format!(":{chain} "))) {
-        return Err(IptablesError::TagInUse {
-            tag: tag.to_string(),
-            chain,
-        });
+    let _lock = lock()?;
+    if table_exists(netns, family)? {
+        let before = save(netns, family)?;
+        if before.lines().any(|l| l.starts_with(&format!(":{chain} "))) {
+            return Err(IptablesError::TagInUse {
+                tag: tag.to_string(),
+                chain,
+            });
+        }
     }
-    let installed = Installed {
-        family,
-        table_existed,
-    };
+    ensure_marked_hook(netns, family)?;
     let result = (|| {
         ipt(netns, family, &["-t", TABLE, "-N", &chain])?;
         let comment = comment(tag);
@@ -239,9 +288,12 @@ pub(crate) fn install(
         Ok(())
     })();
     match result {
-        Ok(()) => Ok(installed),
+        Ok(()) => Ok(Installed { family }),
         Err(e) => {
-            if let Err(undo) = uninstall(netns, &installed, tag) {
+            let undo = remove_jumps(netns, family, tag)
+                .and_then(|()| remove_chain(netns, family, tag))
+                .and_then(|()| drop_marked_if_empty(netns, family).map(|_| ()));
+            if let Err(undo) = undo {
                 tracing::warn!(error = %undo, tag, "rollback of a failed install failed");
             }
             Err(e)
@@ -249,38 +301,142 @@ pub(crate) fn install(
     }
 }
 
-/// Removes the jumps to the tagged chain and the chain itself; idempotent. Deletes the mangle
-/// table when it did not exist before and is empty now.
-pub(crate) fn uninstall(netns: &NetNs, inst: &Installed, tag: &str) -> Result<(), IptablesError> {
-    remove_tag(netns, inst.family, tag)?;
-    if !inst.table_existed {
-        drop_table_if_empty(netns, inst.family)?;
+/// Removes the tagged chains of every family in `installed` and the jumps to them; deletes the
+/// marked mangle table or PREROUTING chain once empty. Idempotent.
+///
+/// Returns the packets the chains' rules counted, read after the jumps were removed and before
+/// the chains were (so it is final: every packet that entered the queue is in it), or `None` if
+/// they could not be read.
+pub(crate) fn uninstall(
+    netns: &NetNs,
+    installed: &[Installed],
+    tag: &str,
+) -> (Option<u64>, Result<(), IptablesError>) {
+    let _lock = match lock() {
+        Ok(l) => l,
+        Err(e) => return (None, Err(e)),
+    };
+    let mut first_err = None;
+    for inst in installed {
+        if let Err(e) = remove_jumps(netns, inst.family, tag) {
+            first_err.get_or_insert(e);
+        }
+    }
+    let mut packets = Some(0u64);
+    for inst in installed {
+        packets = match (packets, chain_packets(netns, inst.family, tag)) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    for inst in installed {
+        let r = remove_chain(netns, inst.family, tag)
+            .and_then(|()| drop_marked_if_empty(netns, inst.family).map(|_| ()));
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    (packets, first_err.map_or(Ok(()), Err))
+}
+
+/// Packets counted by the rules of the tagged chain (`iptables -L -v -x`); `None` when the chain
+/// does not exist or the tool failed.
+pub(crate) fn chain_packets(netns: &NetNs, family: Family, tag: &str) -> Option<u64> {
+    let chain = chain_name(tag);
+    let out = cmd::run(
+        netns,
+        family.tool(),
+        &["-w", "5", "-t", TABLE, "-L", &chain, "-n", "-v", "-x"],
+    )
+    .ok()?;
+    Some(parse_chain_packets(&out.stdout))
+}
+
+/// Sums the `pkts` column of an `iptables -L CHAIN -v -x -n` listing.
+fn parse_chain_packets(listing: &str) -> u64 {
+    listing
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Deletes every rule, in any chain but the tagged one, that jumps to the tagged chain: by its
+/// full spec as iptables-save prints it, so the rule is found by identity wherever it now sits.
+/// Caller holds the lock.
+fn remove_jumps(netns: &NetNs, family: Family, tag: &str) -> Result<(), IptablesError> {
+    if !table_exists(netns, family)? {
+        return Ok(());
+    }
+    let chain = chain_name(tag);
+    let saved = save(netns, family)?;
+    for line in saved.lines() {
+        let Some(rest) = line.strip_prefix("-A ") else {
+            continue;
+        };
+        if jump_target(line) != Some(chain.as_str()) {
+            continue;
+        }
+        let args = split_save_line(rest);
+        if args.first().map(String::as_str) == Some(chain.as_str()) {
+            continue;
+        }
+        let mut argv: Vec<&str> = vec!["-t", TABLE, "-D"];
+        argv.extend(args.iter().map(String::as_str));
+        ipt(netns, family, &argv)?;
     }
     Ok(())
 }
 
-fn remove_tag(netns: &NetNs, family: Family, tag: &str) -> Result<(), IptablesError> {
+/// Flushes and deletes the tagged chain if it exists. Caller holds the lock.
+fn remove_chain(netns: &NetNs, family: Family, tag: &str) -> Result<(), IptablesError> {
+    if !table_exists(netns, family)? {
+        return Ok(());
+    }
     let chain = chain_name(tag);
     let saved = save(netns, family)?;
-    // Delete jumps by rule number, highest first, in every built-in chain that has one.
-    for builtin in ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"] {
-        let prefix = format!("-A {builtin} ");
-        let numbers: Vec<usize> = saved
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .enumerate()
-            .filter(|(_, l)| jump_target(l) == Some(chain.as_str()))
-            .map(|(i, _)| i + 1)
-            .collect();
-        for n in numbers.into_iter().rev() {
-            ipt(netns, family, &["-t", TABLE, "-D", builtin, &n.to_string()])?;
-        }
-    }
     if saved.lines().any(|l| l.starts_with(&format!(":{chain} "))) {
         ipt(netns, family, &["-t", TABLE, "-F", &chain])?;
         ipt(netns, family, &["-t", TABLE, "-X", &chain])?;
     }
     Ok(())
+}
+
+/// Splits an iptables-save rule line into argv: whitespace-separated, `"..."` quoted with `\"`
+/// escapes (how iptables-save prints comments).
+fn split_save_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
 }
 
 /// The `-j TARGET` of an iptables-save rule line.
@@ -294,42 +450,123 @@ fn jump_target(line: &str) -> Option<&str> {
     None
 }
 
-/// True if an iptables-save dump of one table has only built-in chains with ACCEPT policy and no
-/// rules.
-fn table_is_empty(saved: &str) -> bool {
-    saved.lines().all(|l| {
-        let l = l.trim();
-        l.is_empty()
-            || l.starts_with('#')
-            || l.starts_with('*')
-            || l == "COMMIT"
-            || (l.starts_with(':')
-                && l.split_whitespace().nth(1) == Some("ACCEPT")
-                && ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]
-                    .contains(&&l[1..l.find(' ').unwrap_or(l.len())]))
-    })
+/// One chain of an `nft list table` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NftChain {
+    name: String,
+    marked: bool,
+    /// Lines that are neither the chain's header (`type ...`) nor its comment: rules.
+    rules: usize,
+    /// Base chain with a policy other than accept.
+    policy_drop: bool,
 }
 
-fn drop_table_if_empty(netns: &NetNs, family: Family) -> Result<(), IptablesError> {
-    if !table_exists(netns, family)? {
-        return Ok(());
-    }
-    let saved = save(netns, family)?;
-    if !table_is_empty(&saved) {
-        return Ok(());
-    }
-    match cmd::run(
-        netns,
-        "nft",
-        &["delete", "table", family.nft_family(), TABLE],
-    ) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            // Without nft an empty table stays: it has no rules and accepts everything.
-            tracing::warn!(error = %e, "could not delete the empty mangle table");
-            Ok(())
+/// What matters of an `nft list table` listing: the marker, the chains and anything else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NftTable {
+    marked: bool,
+    chains: Vec<NftChain>,
+    /// Sets, maps, flowtables, objects: never Havoc's.
+    other_objects: usize,
+}
+
+fn parse_nft_table(text: &str) -> NftTable {
+    let marker = format!("comment \"{MARKER}\"");
+    let mut t = NftTable::default();
+    let mut depth = 0usize;
+    let mut in_chain = false;
+    let mut first_line_of_table = false;
+    for raw in text.lines() {
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if depth == 0 {
+            if l.starts_with("table ") && l.ends_with('{') {
+                depth = 1;
+                first_line_of_table = true;
+            }
+            continue;
+        }
+        if depth == 1 {
+            if l == "}" {
+                depth = 0;
+                continue;
+            }
+            if first_line_of_table && l == marker {
+                t.marked = true;
+                first_line_of_table = false;
+                continue;
+            }
+            first_line_of_table = false;
+            if let Some(rest) = l.strip_prefix("chain ") {
+                t.chains.push(NftChain {
+                    name: rest.trim_end_matches('{').trim().to_string(),
+                    marked: false,
+                    rules: 0,
+                    policy_drop: false,
+                });
+                in_chain = true;
+            } else {
+                t.other_objects += 1;
+                in_chain = false;
+            }
+            if l.ends_with('{') {
+                depth = 2;
+            }
+            continue;
+        }
+        // depth >= 2
+        if l == "}" {
+            depth -= 1;
+            continue;
+        }
+        if l.ends_with('{') {
+            depth += 1;
+        }
+        if depth == 2 && in_chain {
+            let c = t.chains.last_mut().expect("inside a chain");
+            if l == marker {
+                c.marked = true;
+            } else if l.starts_with("type ") {
+                c.policy_drop = !l.contains("policy accept");
+            } else {
+                c.rules += 1;
+            }
         }
     }
+    t
+}
+
+/// `nft list table FAMILY mangle`, parsed; `None` when the table does not exist (or no nft).
+fn nft_table(netns: &NetNs, family: Family) -> Option<NftTable> {
+    cmd::run(netns, "nft", &["list", "table", family.nft_family(), TABLE])
+        .ok()
+        .map(|o| parse_nft_table(&o.stdout))
+}
+
+/// Deletes the marked PREROUTING chain when it holds no rule, then the marked table when it holds
+/// nothing. Objects without [`MARKER`] existed before Havoc and are never deleted. Caller holds
+/// the lock. Returns whether the table was deleted.
+fn drop_marked_if_empty(netns: &NetNs, family: Family) -> Result<bool, IptablesError> {
+    let Some(t) = nft_table(netns, family) else {
+        return Ok(false);
+    };
+    let fam = family.nft_family();
+    let nft_err = |source| IptablesError::Tool { tool: "nft", source };
+    for c in &t.chains {
+        if c.marked && c.rules == 0 && !c.policy_drop {
+            cmd::run(netns, "nft", &["delete", "chain", fam, TABLE, &c.name]).map_err(nft_err)?;
+        }
+    }
+    let Some(t) = nft_table(netns, family) else {
+        return Ok(false);
+    };
+    if t.marked && t.chains.is_empty() && t.other_objects == 0 {
+        cmd::run(netns, "nft", &["delete", "table", fam, TABLE]).map_err(nft_err)?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// A chain or jump rule left behind by a delay engine that did not stop (a crash).
@@ -385,25 +622,39 @@ pub fn leftovers(netns: &NetNs) -> Result<Vec<DelayLeftover>, IptablesError> {
     Ok(out)
 }
 
-/// Removes every leftover whose tag starts with `tag_prefix` (empty = all of Havoc's), then
-/// deletes the mangle table of a family if that left it empty. Returns what was removed.
-pub fn remove_leftovers(
-    netns: &NetNs,
-    tag_prefix: &str,
-) -> Result<Vec<DelayLeftover>, IptablesError> {
+/// What [`remove_leftovers`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Chains and jumps of delay engines.
+    pub leftovers: Vec<DelayLeftover>,
+    /// Families whose Havoc-created (marked) mangle table was empty and was deleted.
+    pub tables: Vec<Family>,
+}
+
+/// Removes every leftover whose tag starts with `tag_prefix` (empty = all of Havoc's), each by
+/// identity, then deletes Havoc's marked mangle table or PREROUTING chain of a family where that
+/// left them empty (also when an earlier run left them empty). A table without the marker is
+/// never deleted. Returns what was removed.
+pub fn remove_leftovers(netns: &NetNs, tag_prefix: &str) -> Result<Removed, IptablesError> {
+    let _lock = lock()?;
     let found: Vec<DelayLeftover> = leftovers(netns)?
         .into_iter()
         .filter(|l| l.tag.starts_with(tag_prefix))
         .collect();
     for l in &found {
-        remove_tag(netns, l.family, &l.tag)?;
+        remove_jumps(netns, l.family, &l.tag)?;
+        remove_chain(netns, l.family, &l.tag)?;
     }
+    let mut tables = Vec::new();
     for family in [Family::V4, Family::V6] {
-        if found.iter().any(|l| l.family == family) {
-            drop_table_if_empty(netns, family)?;
+        if drop_marked_if_empty(netns, family)? {
+            tables.push(family);
         }
     }
-    Ok(found)
+    Ok(Removed {
+        leftovers: found,
+        tables,
+    })
 }
 
 /// Queue numbers referenced by any iptables rule in `netns` (any table), so the engine does not
@@ -460,18 +711,61 @@ mod tests {
     }
 
     #[test]
-    fn empty_table_detection() {
-        let empty = "# Generated\n*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
-        assert!(table_is_empty(empty));
-        assert!(!table_is_empty(
-            &empty.replace("COMMIT", "-A INPUT -j ACCEPT\nCOMMIT")
-        ));
-        assert!(!table_is_empty(
-            &empty.replace("INPUT ACCEPT", "INPUT DROP")
-        ));
-        assert!(!table_is_empty(
-            &empty.replace("COMMIT", ":MINE - [0:0]\nCOMMIT")
-        ));
+    fn nft_listing_shows_marker_chains_and_rules() {
+        let ours = "table ip mangle {\n\tcomment \"havoc-created\"\n\tchain PREROUTING {\n\t\tcomment \"havoc-created\"\n\t\ttype filter hook prerouting priority mangle; policy accept;\n\t\t counter packets 0 bytes 0 jump HAVOC-x\n\t}\n\n\tchain HAVOC-x {\n\t}\n}\n";
+        let t = parse_nft_table(ours);
+        assert!(t.marked);
+        assert_eq!(t.other_objects, 0);
+        assert_eq!(
+            t.chains,
+            vec![
+                NftChain {
+                    name: "PREROUTING".into(),
+                    marked: true,
+                    rules: 1,
+                    policy_drop: false
+                },
+                NftChain {
+                    name: "HAVOC-x".into(),
+                    marked: false,
+                    rules: 0,
+                    policy_drop: false
+                }
+            ]
+        );
+        // A user's table: no marker, a drop policy and a set.
+        let user = "table ip mangle {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\tchain INPUT {\n\t\ttype filter hook input priority mangle; policy drop;\n\t}\n}\n";
+        let t = parse_nft_table(user);
+        assert!(!t.marked);
+        assert_eq!(t.other_objects, 1);
+        assert!(t.chains[0].policy_drop && !t.chains[0].marked && t.chains[0].rules == 0);
+        // The marker must be the table's own comment, not a chain's.
+        let chain_only = "table ip mangle {\n\tchain PREROUTING {\n\t\tcomment \"havoc-created\"\n\t}\n}\n";
+        assert!(!parse_nft_table(chain_only).marked);
+    }
+
+    #[test]
+    fn save_lines_split_like_a_shell() {
+        assert_eq!(
+            split_save_line(r#"PREROUTING -s 10.0.0.1/32 -m comment --comment "havoc:x y \"q\"" -j HAVOC-x"#),
+            vec![
+                "PREROUTING",
+                "-s",
+                "10.0.0.1/32",
+                "-m",
+                "comment",
+                "--comment",
+                "havoc:x y \"q\"",
+                "-j",
+                "HAVOC-x"
+            ]
+        );
+    }
+
+    #[test]
+    fn chain_listing_packets_are_summed() {
+        let l = "Chain HAVOC-x (1 references)\n    pkts      bytes target     prot opt in     out     source               destination\n      12     1000 NFQUEUE    17   --  *      *       0.0.0.0/0            0.0.0.0/0            /* havoc:x */ NFQUEUE num 5 bypass\n       3      100 NFQUEUE    6    --  *      *       0.0.0.0/0            0.0.0.0/0\n";
+        assert_eq!(parse_chain_packets(l), 15);
     }
 
     #[test]

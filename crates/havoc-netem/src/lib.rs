@@ -14,15 +14,18 @@ pub mod bandwidth;
 pub mod cmd;
 pub mod delay;
 pub mod iptables;
+pub mod lock;
 mod model;
 mod nfqueue;
 pub mod probe;
 
-pub use bandwidth::{Bandwidth, BandwidthConfig, BandwidthError, BandwidthGuard, ShapeDirection};
+pub use bandwidth::{
+    Bandwidth, BandwidthConfig, BandwidthError, BandwidthGuard, ShapeDirection, ShapeStats,
+};
 pub use delay::{
     DelayConfig, DelayEngine, DelayError, DelayStats, Direction, PacketFilter, PortMatch, Protocol,
     Reorder,
 };
-pub use iptables::{Cidr, DelayLeftover};
+pub use iptables::{Cidr, DelayLeftover, Removed};
 pub use nfqueue::NfqError;
 pub use probe::netem_available;

@@ -304,11 +304,12 @@ fn forgotten_engine_leftovers_are_found_and_removed() {
     assert!(
         iptables::remove_leftovers(&sb.b, "other")
             .expect("remove nothing")
+            .leftovers
             .is_empty(),
         "prefix filter ignored"
     );
     let removed = iptables::remove_leftovers(&sb.b, "crashtest").expect("remove leftovers");
-    assert_eq!(removed.len(), 2);
+    assert_eq!(removed.leftovers.len(), 2);
     assert!(iptables::leftovers(&sb.b).expect("list again").is_empty());
     assert_eq!(
         sb.snapshot(&sb.b),

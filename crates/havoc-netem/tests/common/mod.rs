@@ -30,7 +30,7 @@ pub fn root_or_skip(test: &str) -> bool {
     }
 }
 
-fn sh(argv: &[&str]) {
+pub fn sh(argv: &[&str]) {
     let out = Command::new(argv[0])
         .args(&argv[1..])
         .output()
@@ -42,7 +42,7 @@ fn sh(argv: &[&str]) {
     );
 }
 
-fn output_in(ns: &NetNs, argv: &[&str]) -> String {
+pub fn output_in(ns: &NetNs, argv: &[&str]) -> String {
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
     ns.run(move || Command::new(&argv[0]).args(&argv[1..]).output())
         .expect("enter netns")
@@ -133,6 +133,8 @@ impl Sandbox {
             s += &format!("\n{dev} root: ");
             s += &output_in(ns, &["tc", "-j", "filter", "show", "dev", dev]);
         }
+        s += "\nnft:\n";
+        s += &output_in(ns, &["nft", "list", "ruleset"]);
         for tool in ["iptables-save", "ip6tables-save"] {
             for line in output_in(ns, &[tool])
                 .lines()
