@@ -14,6 +14,9 @@ use crate::path::FieldPath;
 use crate::selector::Selector;
 use crate::units::{ByteSize, HumanDuration, Percent, Rate};
 
+/// The largest `bandwidth.limit` and `bandwidth.buffer`.
+pub const MAX_QUEUE_BYTES: u64 = 1 << 30;
+
 /// What a NetworkChaos does to the selected traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -356,6 +359,17 @@ impl NetworkChaos {
                     &path.key("bandwidth").key("rate"),
                     format!("must be at least 8kbit, got {}", b.rate),
                 );
+            }
+            // tc's token bucket keeps both in 32 bits.
+            for (key, v) in [("limit", b.limit), ("buffer", b.buffer)] {
+                if let Some(v) = v {
+                    if v.0 > MAX_QUEUE_BYTES {
+                        p.add(
+                            &path.key("bandwidth").key(key),
+                            format!("must be at most 1GiB, got {v}"),
+                        );
+                    }
+                }
             }
         }
         if self.action == A::Bandwidth && self.direction == Direction::Both {

@@ -397,7 +397,7 @@ impl Builder {
 
     /// Keeps a copy of an anchored node for later aliases; the copy counts against the budgets.
     fn keep_anchor(&mut self, anchor: usize, node: &Node, weight: Weight) {
-        if anchor > 0 && self.charge(weight, node.pos, "the anchor's copy") {
+        if anchor > 0 && self.charge(weight, node.pos, "alias expansion") {
             self.anchors.insert(
                 anchor,
                 Anchored {
