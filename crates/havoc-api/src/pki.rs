@@ -192,27 +192,66 @@ impl Ca {
     }
 }
 
-/// Writes `contents` to `path`; a `private` file is created with mode 0600 (and an existing one
-/// is truncated and set to 0600 too).
+/// Writes `contents` to `path` atomically, never through a symlink: the data goes into a new
+/// file created beside it (`O_CREAT|O_EXCL`, which never follows a link), with mode 0600 for a
+/// `private` file (0644 otherwise) from the moment it exists, is synced, and is then renamed over
+/// `path`. Whatever `path` was (a file, a symlink to a file elsewhere, nothing) it is replaced;
+/// the target of a symlink is never opened.
 pub fn write_pem(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
-    let io = |action: &'static str| {
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
         move |source| PkiError::Io {
             action,
-            path: path.to_path_buf(),
+            path: p,
             source,
         }
     };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    opts.mode(if private { 0o600 } else { 0o644 });
-    let mut f = opts.open(path).map_err(io("create"))?;
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io("restrict permissions of"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (tmp, mut f) = create_temp(dir, &name, if private { 0o600 } else { 0o644 })
+        .map_err(io("create a temporary file for", path))?;
+    let written = f
+        .write_all(contents.as_bytes())
+        .map_err(io("write", &tmp))
+        .and_then(|()| f.sync_all().map_err(io("sync", &tmp)))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io("rename a temporary file to", path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    f.write_all(contents.as_bytes()).map_err(io("write"))?;
-    f.sync_all().map_err(io("sync"))
+    written?;
+    // The rename is durable once the directory is synced.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+/// A new file `.NAME.tmp.PID.N` in `dir`, created exclusively (never through a symlink, never an
+/// existing file), retrying a few names if one is taken.
+fn create_temp(dir: &Path, name: &str, mode: u32) -> std::io::Result<(PathBuf, fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}.{n}", std::process::id()));
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true).mode(mode);
+        match opts.open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name was free")))
 }
 
 /// The files [`write_bundle`] wrote.
@@ -290,6 +329,44 @@ mod tests {
                 assert!(text.contains("CERTIFICATE"));
             }
         }
+    }
+
+    #[test]
+    fn a_symlink_at_a_key_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "precious\n").expect("write outside");
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let certs = dir.path().join("certs");
+        fs::create_dir(&certs).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, certs.join("ca-key.pem")).expect("symlink");
+        // A hard link must not be written through either.
+        fs::hard_link(&outside, certs.join("agent-key.pem")).expect("hard link");
+        let b = write_bundle(&certs, &["localhost".into()]).expect("bundle");
+        assert_eq!(
+            fs::read_to_string(&outside).expect("read outside"),
+            "precious\n"
+        );
+        let outside_mode = fs::metadata(&outside).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(outside_mode, 0o644, "the link target's mode is unchanged");
+        for key in [&b.ca_key, &b.agent_key] {
+            let meta = fs::symlink_metadata(key).expect("lstat");
+            assert!(
+                meta.file_type().is_file(),
+                "{} is a regular file",
+                key.display()
+            );
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+            assert!(fs::read_to_string(key)
+                .expect("read")
+                .contains("PRIVATE KEY"));
+        }
+        let leftovers: Vec<_> = fs::read_dir(&certs)
+            .expect("readdir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary files are left");
     }
 
     #[test]

@@ -15,14 +15,18 @@ pub struct Args {
     /// calls made by hand.
     #[arg(long = "san", default_values_t = ["havoc-agent".to_string(), "localhost".to_string(), "127.0.0.1".to_string()])]
     sans: Vec<String>,
-    /// Replace existing files in --out (by default an existing CA is never overwritten).
+    /// Replace existing files in --out (by default an existing CA is never overwritten). Files
+    /// are replaced by rename: a symlink in --out is replaced, its target left untouched.
     #[arg(long)]
     force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let ca = args.out.join("ca.pem");
-    if ca.exists() && !args.force {
+    // `symlink_metadata`: a symlink at ca.pem, even a dangling one, counts as existing. With
+    // --force every file is written beside its path and renamed over it, so a symlink there is
+    // replaced, never followed (see `havoc_api::pki::write_pem`).
+    if std::fs::symlink_metadata(&ca).is_ok() && !args.force {
         anyhow::bail!(
             "{} already exists: certificates signed by it would stop working if it were replaced; \
              pass --force to replace it, or choose another --out",

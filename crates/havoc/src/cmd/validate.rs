@@ -1,11 +1,12 @@
 //! `havoc validate FILE...`: exit 0 if every file is valid, else print each problem and exit 2.
 //! Host-mode experiments and single-fault manifests, and Kubernetes-mode chaos objects
 //! (`havoc.dev/v1alpha1` or Chaos Mesh `chaos-mesh.org/v1alpha1` PodChaos, NetworkChaos,
-//! StressChaos with a pod selector) are all accepted.
+//! StressChaos with a pod selector) are all accepted. Every file is checked, even after an
+//! invalid one; a file that is not UTF-8 or larger than 4 MiB is reported at FILE:LINE:COL too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use havoc_spec::source::SourceError;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,32 +16,59 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    // Every file is checked and reported, whatever came before it; the exit code is 2 if any
+    // file is invalid or unreadable.
     let mut code = 0;
     for f in &args.files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        if havoc_k8s::convert::is_kubernetes_manifest(&text) {
-            match havoc_k8s::convert::validate_manifest(&text) {
-                Ok(m) => println!("{}: ok (Kubernetes {})", f.display(), describe(&m)),
-                Err(errs) => {
-                    eprintln!("{}", errs.render(&f.display().to_string()));
-                    code = super::EXIT_INVALID;
-                }
-            }
-            continue;
-        }
-        match super::load_experiment(f)? {
-            Ok(e) => println!(
-                "{}: ok ({} {}, {} fault(s))",
-                f.display(),
-                e.kind,
-                e.metadata.name,
-                e.spec.faults.len()
-            ),
-            Err(c) => code = c,
+        if !check(f) {
+            code = super::EXIT_INVALID;
         }
     }
     Ok(code)
+}
+
+/// Checks one file, printing `FILE: ok (...)` or its problems as `FILE:LINE:COL: ...`; true if
+/// it is valid.
+fn check(f: &Path) -> bool {
+    let name = f.display().to_string();
+    let text = match havoc_spec::source::read_file(f) {
+        Ok(t) => t,
+        Err(SourceError::Invalid(errs)) => {
+            eprintln!("{}", errs.render(&name));
+            return false;
+        }
+        Err(e @ SourceError::Io { .. }) => {
+            eprintln!("havoc: {:#}", anyhow::Error::new(e));
+            return false;
+        }
+    };
+    if havoc_k8s::convert::is_kubernetes_manifest(&text) {
+        return match havoc_k8s::convert::validate_manifest(&text) {
+            Ok(m) => {
+                println!("{name}: ok (Kubernetes {})", describe(&m));
+                true
+            }
+            Err(errs) => {
+                eprintln!("{}", errs.render(&name));
+                false
+            }
+        };
+    }
+    match havoc_spec::parse_experiment(&text) {
+        Ok(e) => {
+            println!(
+                "{name}: ok ({} {}, {} fault(s))",
+                e.kind,
+                e.metadata.name,
+                e.spec.faults.len()
+            );
+            true
+        }
+        Err(errs) => {
+            eprintln!("{}", errs.render(&name));
+            false
+        }
+    }
 }
 
 /// `PodChaos default/web-kill (pod-kill)`.
