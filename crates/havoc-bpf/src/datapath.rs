@@ -469,7 +469,7 @@ struct Loaded {
 /// a few ms, where the former inlined 32-slot walk took ~272,000 and ~0.6 s on a 2-vCPU VM.
 /// [`prewarm`] can still do it ahead of time.
 fn load_verified() -> Result<Loaded, BpfError> {
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = loader()
         .load(OBJECT)
         .map_err(|source| BpfError::Object { source })?;
     let prog = classifier(&mut ebpf)?;
@@ -480,6 +480,24 @@ fn load_verified() -> Result<Loaded, BpfError> {
         .map_err(|source| BpfError::LoadProgram { source })?
         .id();
     Ok(Loaded { ebpf, program_id })
+}
+
+/// The process's one object loader. `EbpfLoader::new()` parses the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`, 5.5 MB: 10-30 ms, more than the verifier now takes) for CO-RE
+/// relocations, which `rules.bpf.c` does not use: done once per process and then dropped
+/// (`btf(None)`). The object's own BTF, which the kernel needs for the global function, is still
+/// loaded with it.
+fn loader() -> std::sync::MutexGuard<'static, EbpfLoader<'static>> {
+    static LOADER: std::sync::OnceLock<std::sync::Mutex<EbpfLoader<'static>>> =
+        std::sync::OnceLock::new();
+    LOADER
+        .get_or_init(|| {
+            let mut loader = EbpfLoader::new();
+            loader.btf(None);
+            std::sync::Mutex::new(loader)
+        })
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The object's classifier program.
