@@ -28,8 +28,15 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Reads and validates an experiment file; on problems prints them as `FILE:LINE:COL: ...` and
 /// returns the exit code to use.
 pub fn load_experiment(path: &Path) -> Result<Result<Experiment, u8>, anyhow::Error> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = match havoc_spec::source::read_file(path) {
+        Ok(t) => t,
+        // Not UTF-8, or too large: positioned like any other problem of the file.
+        Err(havoc_spec::source::SourceError::Invalid(errs)) => {
+            eprintln!("{}", errs.render(&path.display().to_string()));
+            return Ok(Err(EXIT_INVALID));
+        }
+        Err(e) => return Err(anyhow::Error::new(e)),
+    };
     Ok(match havoc_spec::parse_experiment(&text) {
         Ok(e) => Ok(e),
         Err(errs) => {
