@@ -42,6 +42,41 @@ fn ping(sb: &Sandbox, extra: &[&str]) -> String {
         .collect()
 }
 
+/// Mean gap (ms) between each ICMP echo request and its reply as `tcpdump` in `ns` on `dev`
+/// stamps them, for 5 pings from `b` to `a`.
+fn tcpdump_rtt(sb: &Sandbox, ns: &str, dev: &str) -> String {
+    let dump = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "tcpdump", "-n", "-l", "-tt", "-c", "10", "-i", dev,
+        ])
+        .args(["icmp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = ping(sb, &["-c", "5"]);
+    let out = dump.wait_with_output().expect("tcpdump output");
+    let mut request = None;
+    let mut gaps = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let t: f64 = match l.split_whitespace().next().and_then(|t| t.parse().ok()) {
+            Some(t) => t,
+            None => continue,
+        };
+        if l.contains("echo request") {
+            request = Some(t);
+        } else if let (true, Some(r)) = (l.contains("echo reply"), request.take()) {
+            gaps.push((t - r) * 1e3);
+        }
+    }
+    format!(
+        "{:.3} ms (mean of {})",
+        gaps.iter().sum::<f64>() / gaps.len().max(1) as f64,
+        gaps.len()
+    )
+}
+
 fn main() {
     if !common::root_or_skip("timestamps") {
         return;
@@ -67,6 +102,12 @@ fn main() {
         mean_ms(&udp),
         udp.len()
     );
+    for (ns, dev) in [(&sb.name_b, sb.dev_b), (&sb.name_a, sb.dev_a)] {
+        println!(
+            "  tcpdump in {ns} on {dev}: echo request -> reply {}",
+            tcpdump_rtt(&sb, ns, dev)
+        );
+    }
     let s = engine.stats();
     println!("  engine: seen {} delayed {}", s.seen, s.delayed);
 }

@@ -89,7 +89,11 @@ impl ShapeStats {
 }
 
 /// The stats of the `fa17:` root qdisc of `dev`, if it has one.
-fn tbf_stats(netns: &NetNs, dev: &str, since: Instant) -> Result<Option<ShapeStats>, BandwidthError> {
+fn tbf_stats(
+    netns: &NetNs,
+    dev: &str,
+    since: Instant,
+) -> Result<Option<ShapeStats>, BandwidthError> {
     let elapsed = since.elapsed();
     let all = json(netns, "tc", &["-s", "-j", "qdisc", "show", "dev", dev])?;
     Ok(all

@@ -16,6 +16,26 @@
 //! Crash safety: the rule uses `--queue-bypass`, so when the process dies and the socket closes,
 //! new packets pass undelayed (packets held at that moment are dropped by the kernel, and TCP
 //! retransmits them). The chain stays and is found by [`crate::iptables::leftovers`].
+//!
+//! Fail-open is counted: a packet that matches the rules while the kernel queue
+//! ([`DelayConfig::queue_maxlen`]) or the socket buffer is full, or while no reader is bound, is
+//! accepted undelayed and the kernel counts it nowhere. [`DelayStats::bypassed`] is therefore the
+//! rules' own packet counters minus what entered the queue: exact after [`DelayEngine::stop`]
+//! (read between removing the jumps and the chain), a lower bound while running.
+//!
+//! # What a held packet looks like to measuring tools
+//!
+//! The receive timestamp (`skb->tstamp`) is taken when the packet arrives at the device, before
+//! PREROUTING holds it, and the engine's verdict does not change it. Measured with
+//! `cargo run -p havoc-netem --example timestamps` (50 ms held on the receive path of the
+//! namespace the tool runs in): `ping` (which reads `SO_TIMESTAMP`) 0.03 ms, i.e. no delay;
+//! `ping -U` (user-space clock) 50.2 ms; a UDP echo timed by the application 50.2 ms; `tcpdump`
+//! on either end of the veth 0.02 ms between request and reply (it taps before netfilter). So a
+//! `to` delay is invisible to a plain `ping` towards the target from its peer, and a `from` delay
+//! to a plain `ping` run inside the target; applications, TCP and `ping -U` see it in full. A fix
+//! would set a mark in the verdict and have a `cgroup_skb/ingress` program zero `skb->tstamp` of
+//! marked packets (the socket then stamps at `recvmsg`), at the cost of borrowing a mark bit that
+//! policy routing may use; not done.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};

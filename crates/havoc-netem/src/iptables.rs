@@ -553,7 +553,10 @@ fn drop_marked_if_empty(netns: &NetNs, family: Family) -> Result<bool, IptablesE
         return Ok(false);
     };
     let fam = family.nft_family();
-    let nft_err = |source| IptablesError::Tool { tool: "nft", source };
+    let nft_err = |source| IptablesError::Tool {
+        tool: "nft",
+        source,
+    };
     for c in &t.chains {
         if c.marked && c.rules == 0 && !c.policy_drop {
             cmd::run(netns, "nft", &["delete", "chain", fam, TABLE, &c.name]).map_err(nft_err)?;
@@ -740,14 +743,17 @@ mod tests {
         assert_eq!(t.other_objects, 1);
         assert!(t.chains[0].policy_drop && !t.chains[0].marked && t.chains[0].rules == 0);
         // The marker must be the table's own comment, not a chain's.
-        let chain_only = "table ip mangle {\n\tchain PREROUTING {\n\t\tcomment \"havoc-created\"\n\t}\n}\n";
+        let chain_only =
+            "table ip mangle {\n\tchain PREROUTING {\n\t\tcomment \"havoc-created\"\n\t}\n}\n";
         assert!(!parse_nft_table(chain_only).marked);
     }
 
     #[test]
     fn save_lines_split_like_a_shell() {
         assert_eq!(
-            split_save_line(r#"PREROUTING -s 10.0.0.1/32 -m comment --comment "havoc:x y \"q\"" -j HAVOC-x"#),
+            split_save_line(
+                r#"PREROUTING -s 10.0.0.1/32 -m comment --comment "havoc:x y \"q\"" -j HAVOC-x"#
+            ),
             vec![
                 "PREROUTING",
                 "-s",

@@ -109,6 +109,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         drop(first);
         let waited = t.join().expect("second holder");
-        assert!(waited >= Duration::from_millis(90), "waited only {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(90),
+            "waited only {waited:?}"
+        );
     }
 }
