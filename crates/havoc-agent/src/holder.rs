@@ -207,6 +207,15 @@ impl Registry {
             .map(|(_, r)| r.clone())
     }
 
+    /// Replaces helper `old` (a watchdog that ended) by `new`.
+    fn swap_helper(&self, old: Option<u32>, new: u32) {
+        let mut h = self.helpers.lock().expect("helpers lock");
+        if let Some(old) = old {
+            h.remove(&(old as i32));
+        }
+        h.insert(new as i32);
+    }
+
     fn insert(&self, h: Arc<Held>) {
         self.metrics
             .active
@@ -442,4 +451,124 @@ fn sample(registry: &Registry, held: &Held, inj: &dyn havoc_faults::Injection) {
             .set(*v);
     }
     *held.effect.lock().expect("effect lock") = e;
+}
+
+/// The agent's `oom_score_adj`: above its watchdog's (which asks for -1000 and otherwise keeps
+/// the value it inherited before this was set), so that if the agent's memory runs away the
+/// kernel kills the agent and the watchdog lives to undo what it held.
+pub const AGENT_OOM_SCORE_ADJ: i32 = 900;
+
+/// How often the agent checks that its watchdog still runs.
+const WATCHDOG_CHECK: Duration = Duration::from_millis(250);
+
+/// The agent's watchdog: a process of its own that replays every journal this agent wrote (one
+/// per injection) if the agent dies, through [`havoc_engine::watchdog`], the mechanism of
+/// `havoc run`. A thread checks that it runs and starts a new one if it ended.
+pub struct Guardian {
+    stop: mpsc::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pid: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Guardian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guardian")
+            .field("pid", &self.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guardian {
+    /// Starts the watchdog of this process's journals under `state_dir`, then raises this
+    /// process's `oom_score_adj` to [`AGENT_OOM_SCORE_ADJ`] (the watchdog keeps the lower one).
+    /// The watchdog is one of `registry`'s helpers, so no request can target it.
+    pub fn start(
+        self_exe: &std::path::Path,
+        state_dir: &std::path::Path,
+        registry: &Arc<Registry>,
+    ) -> std::io::Result<Self> {
+        use havoc_engine::watchdog::Watchdog;
+        let first = Watchdog::spawn_for_owner(self_exe, state_dir)?;
+        registry.swap_helper(None, first.pid());
+        match havoc_engine::watchdog::raise_own_oom_score(AGENT_OOM_SCORE_ADJ) {
+            Ok(adj) => tracing::debug!(oom_score_adj = adj, "agent"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the agent's oom_score_adj"),
+        }
+        let pid = Arc::new(AtomicU64::new(u64::from(first.pid())));
+        tracing::info!(pid = first.pid(), "watchdog started");
+        let (stop, stopped) = mpsc::channel::<bool>();
+        let (exe, dir, shown, registry) = (
+            self_exe.to_path_buf(),
+            state_dir.to_path_buf(),
+            pid.clone(),
+            registry.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("havoc-watchdog".into())
+            .spawn(move || {
+                let mut w = Some(first);
+                let disarm = loop {
+                    match stopped.recv_timeout(WATCHDOG_CHECK) {
+                        Ok(disarm) => break disarm,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                    let ended = match w.as_mut().map(|w| w.try_wait()) {
+                        Some(Ok(None)) => continue,
+                        Some(Ok(Some(status))) => format!("ended ({status})"),
+                        Some(Err(e)) => format!("cannot be checked ({e})"),
+                        None => "is not running".into(),
+                    };
+                    tracing::error!("the watchdog {ended}: starting a new one");
+                    w = match Watchdog::spawn_for_owner(&exe, &dir) {
+                        Ok(n) => {
+                            let old = shown.swap(u64::from(n.pid()), Ordering::SeqCst);
+                            registry.swap_helper(Some(old as u32), n.pid());
+                            Some(n)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a watchdog");
+                            None
+                        }
+                    };
+                };
+                if let Some(w) = w {
+                    if disarm {
+                        w.disarm();
+                    } else {
+                        // Closing the pipe arms it: it replays what is left, then exits.
+                        std::mem::forget(w);
+                    }
+                }
+            })?;
+        Ok(Guardian {
+            stop,
+            thread: Some(thread),
+            pid,
+        })
+    }
+
+    /// The watchdog's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst) as u32
+    }
+
+    /// Ends the watchdog: after a clean shutdown (`recovered`: every injection recovered) it
+    /// exits without touching the journals; otherwise it stays armed and replays what is left
+    /// when this process exits, as after a crash. Dropping a Guardian is `finish(false)`.
+    pub fn finish(mut self, recovered: bool) {
+        let _ = self.stop.send(recovered);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.stop.send(false);
+            let _ = t.join();
+        }
+    }
 }

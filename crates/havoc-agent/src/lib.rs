@@ -5,9 +5,11 @@
 //! Inject ─▶ parse (havoc-spec) ─▶ resolve target (containerd API | /proc) ─▶ protection check
 //!        ─▶ holder thread: journal ─▶ inject ─▶ tick + lease ─▶ recover
 //! ```
-//! Recovery is certain three ways: Recover, lease expiry (the operator died or was cut off), and
-//! at the next start the replay of journals left by a killed agent (kernel-owned faults, eBPF
-//! links and PDEATHSIG helpers, already died with it). SIGTERM recovers everything before exit.
+//! Recovery is certain three ways: Recover, lease expiry (the operator died or was cut off), and,
+//! if the agent is killed (SIGKILL, out of memory), its watchdog ([`holder::Guardian`], a process
+//! of its own) replaying the journals it left, at once; kernel-owned faults (eBPF links,
+//! PDEATHSIG helpers) die with the agent. The next start replays whatever is still journaled.
+//! SIGTERM recovers everything before exit.
 //!
 //! [`sidecar`] runs the same engine on a seeded probability loop inside an application's pod.
 
@@ -99,6 +101,7 @@ pub struct RunningAgent {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     registry: Arc<holder::Registry>,
+    guardian: holder::Guardian,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -128,6 +131,11 @@ impl RunningAgent {
         self.registry.len()
     }
 
+    /// The pid of the agent's watchdog process.
+    pub fn watchdog_pid(&self) -> u32 {
+        self.guardian.pid()
+    }
+
     /// Stops serving, then recovers every injection.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -141,6 +149,9 @@ impl RunningAgent {
         if let Some(m) = self.metrics_server {
             let _ = m.await;
         }
+        let guardian = self.guardian;
+        let recovered = failed.is_empty();
+        let _ = tokio::task::spawn_blocking(move || guardian.finish(recovered)).await;
         match served {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server ended with an error"),
@@ -186,6 +197,10 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     }
     let metrics = Arc::new(metrics::Metrics::new());
     let registry = Arc::new(holder::Registry::new(metrics.clone()));
+    // After the replay above (which waits for an earlier agent's watchdog to finish), before
+    // anything is injected.
+    let guardian = holder::Guardian::start(&opts.self_exe, &opts.state_dir, &registry)
+        .context("cannot start the agent's watchdog")?;
     let svc = service::AgentService::new(
         service::ServiceConfig {
             node: opts.node_name.clone(),
@@ -236,6 +251,7 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         addr,
         metrics_addr,
         registry,
+        guardian,
         stop,
         server,
         metrics_server,

@@ -300,6 +300,9 @@ async fn run_async(
     for (run, r) in replays {
         tracing::warn!(run = %run, done = ?r.done, "replayed the journal of a dead holder");
     }
+    // The guarantee of the agent: if the sidecar dies, its watchdog undoes what it held.
+    let guardian = crate::holder::Guardian::start(self_exe, &cfg.state_dir, &registry)
+        .context("cannot start the sidecar's watchdog")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
     let mut events = Vec::new();
@@ -414,8 +417,9 @@ async fn run_async(
         }
     }
     let deadline = Instant::now() + Duration::from_secs(1);
+    let mut recovered = true;
     for h in registry.all() {
-        let _ = h.recover().await;
+        recovered &= h.recover().await.is_ok();
     }
     for h in running.into_iter().flatten() {
         if Instant::now() > deadline {
@@ -424,6 +428,8 @@ async fn run_async(
             let _ = h.await;
         }
     }
+    recovered &= registry.is_empty();
+    let _ = tokio::task::spawn_blocking(move || guardian.finish(recovered)).await;
     Ok(events)
 }
 

@@ -1,6 +1,7 @@
 //! The agent as a process of its own: SIGKILL mid-injection leaves nothing behind once it is
-//! restarted (kernel-owned faults die with it, the journal replay undoes the rest), and SIGTERM
-//! recovers everything before exit.
+//! restarted, even if its watchdog could not act (kernel-owned faults die with it, the journal
+//! replay at the next start undoes the rest), and SIGTERM recovers everything before exit.
+//! What the watchdog does on its own is in `watchdog.rs`.
 
 mod common;
 
@@ -15,6 +16,7 @@ use havoc_api::v1::ListRequest;
 struct Testd {
     child: Child,
     addr: std::net::SocketAddr,
+    watchdog: i32,
 }
 
 impl Testd {
@@ -36,17 +38,21 @@ impl Testd {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn testd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("testd said {line:?}"))
-            .parse()
-            .expect("addr");
-        Testd { child, addr }
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut said = |what: &str| loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).expect("read") > 0, "testd ended");
+            if let Some(v) = line.trim().strip_prefix(what) {
+                break v.to_string();
+            }
+        };
+        let addr = said("listening ").parse().expect("addr");
+        let watchdog = said("watchdog ").parse().expect("pid");
+        Testd {
+            child,
+            addr,
+            watchdog,
+        }
     }
 
     fn signal(&mut self, signo: i32) -> std::process::ExitStatus {
@@ -96,6 +102,10 @@ async fn sigkill_mid_injection_leaves_nothing_behind_after_restart() {
     assert_eq!(proc_state(paused.pid()), Some('T'));
     assert_eq!(journals(state.path()), 2, "journaled before injecting");
 
+    // Its watchdog can do nothing while stopped (and the agent does not start another one for a
+    // stopped watchdog): what follows is up to the restarted agent.
+    let watchdog = agent.watchdog;
+    havoc_sys::process::send_signal(watchdog, 19).expect("SIGSTOP the watchdog");
     let status = agent.signal(9);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
@@ -106,7 +116,9 @@ async fn sigkill_mid_injection_leaves_nothing_behind_after_restart() {
     let loss = tokio::task::block_in_place(|| ns.udp_loss(7402, 1000));
     assert!(loss < 0.01, "no loss once the holder is dead: {loss}");
     // A stopped process is not kernel-owned: it stays stopped until the journal is replayed.
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(proc_state(paused.pid()), Some('T'));
+    havoc_sys::process::send_signal(watchdog, 9).expect("SIGKILL the watchdog");
 
     let mut agent = Testd::start(&pki, state.path());
     assert!(

@@ -283,8 +283,7 @@ pub fn list_report(state_dir: &Path) -> Result<Listing, JournalError> {
         let ent = match ent {
             Ok(e) => e,
             Err(e) => {
-                out.unreadable
-                    .push(io("read journal directory", &dir)(e));
+                out.unreadable.push(io("read journal directory", &dir)(e));
                 continue;
             }
         };
@@ -340,9 +339,7 @@ impl Claim {
     pub fn replay_twice(&self) -> Replay {
         let first = self.replay_keep();
         std::thread::sleep(SETTLE);
-        let mut r = self.replay_keep();
-        r.done.splice(0..0, first.done);
-        r
+        then(first, self.replay_keep())
     }
 
     /// Removes the journal file (still under the lock): everything of its run was undone.
@@ -522,6 +519,23 @@ fn replay_claimed(path: &Path) -> Result<Option<Replay>, JournalError> {
     Ok(Some(r))
 }
 
+/// Two replays of one journal as one: what the first did, what only the second did, and the
+/// second's failures (the first's are retried by it).
+fn then(first: Replay, second: Replay) -> Replay {
+    let mut done = first.done;
+    let new: Vec<String> = second
+        .done
+        .into_iter()
+        .filter(|l| !done.contains(l))
+        .collect();
+    done.extend(new);
+    Replay {
+        done,
+        nothing_left: second.nothing_left,
+        failed: second.failed,
+    }
+}
+
 /// The owner of a set of journals: a process, by pid and start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
@@ -575,11 +589,14 @@ pub fn recover_owned(
     if mine.is_empty() {
         return Ok(out);
     }
-    // Claim all first and replay them together, so the settle pause is paid once.
-    let mut claims = Vec::new();
+    // Each journal is replayed as soon as it is claimed; the settle pause is paid once, for all.
+    let mut firsts = Vec::new();
     for f in &mine {
         match claim(&f.path, CLAIM_WAIT) {
-            Ok(Some(c)) if owner.owns(&c.found().data) => claims.push(c),
+            Ok(Some(c)) if owner.owns(&c.found().data) => {
+                let first = c.replay_keep();
+                firsts.push((c, first));
+            }
             Ok(_) => {}
             Err(e) => out.push((
                 f.data.run_id.clone(),
@@ -590,11 +607,9 @@ pub fn recover_owned(
             )),
         }
     }
-    let mut firsts: Vec<Replay> = claims.iter().map(Claim::replay_keep).collect();
     std::thread::sleep(SETTLE);
-    for (c, first) in claims.into_iter().zip(firsts.iter_mut()) {
-        let mut r = c.replay_keep();
-        r.done.splice(0..0, std::mem::take(&mut first.done));
+    for (c, first) in firsts {
+        let r = then(first, c.replay_keep());
         let run = c.found().data.run_id.clone();
         if r.failed.is_empty() {
             c.remove();
@@ -655,5 +670,96 @@ mod tests {
         assert_eq!(replays.len(), 1);
         assert_eq!(replays[0].1.nothing_left.len(), 1);
         assert!(!path.exists());
+    }
+
+    fn dead_journal(dir: &Path, run: &str, owner: Owner) -> PathBuf {
+        let mut j = Journal::create(dir, run, "exp").expect("create");
+        j.record(
+            "f",
+            "pid x",
+            vec![UndoAction::Resume {
+                pid: i32::MAX - 1,
+                start_time: 1,
+            }],
+        )
+        .expect("record");
+        let path = j.path().to_path_buf();
+        let mut found = read(&path).expect("read");
+        found.data.owner_pid = owner.pid;
+        found.data.owner_start_time = owner.start_time;
+        std::fs::write(&path, serde_json::to_vec(&found.data).expect("json")).expect("write");
+        path
+    }
+
+    #[test]
+    fn a_claimed_journal_makes_a_second_replayer_wait_then_find_it_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dead_journal(
+            dir.path(),
+            "r3",
+            Owner {
+                pid: 1,
+                start_time: 2,
+            },
+        );
+        let first = claim(&path, CLAIM_WAIT).expect("claim").expect("present");
+        assert!(
+            matches!(
+                claim(&path, Duration::from_millis(50)),
+                Err(JournalError::Busy { .. })
+            ),
+            "a claimed journal is busy for others"
+        );
+        let p2 = path.clone();
+        let second = std::thread::spawn(move || {
+            let t = Instant::now();
+            (claim(&p2, CLAIM_WAIT).map(|c| c.is_none()), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        first.remove();
+        let (gone, waited) = second.join().expect("thread");
+        assert!(gone.expect("no error"), "the second replayer finds it gone");
+        assert!(
+            waited >= Duration::from_millis(150),
+            "it waited for the first: {waited:?}"
+        );
+    }
+
+    #[test]
+    fn recover_owned_replays_only_the_owners_journals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead = Owner {
+            pid: i32::MAX - 2,
+            start_time: 7,
+        };
+        let mine = dead_journal(dir.path(), "mine", dead);
+        let other = dead_journal(
+            dir.path(),
+            "other",
+            Owner {
+                pid: i32::MAX - 3,
+                start_time: 7,
+            },
+        );
+        let r = recover_owned(dir.path(), dead).expect("recover");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, "mine");
+        assert!(r[0].1.failed.is_empty());
+        assert!(!mine.exists(), "replayed and removed");
+        assert!(other.exists(), "another holder's journal is left alone");
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_named_not_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runs = runs_dir(dir.path());
+        std::fs::create_dir_all(runs.join("broken.json"))
+            .expect("a directory named like a journal");
+        let l = list_report(dir.path()).expect("the directory lists");
+        assert_eq!(l.unreadable.len(), 1);
+        assert_eq!(l.unreadable[0].path(), runs.join("broken.json"));
+        let r = recover_stale(dir.path()).expect("recover");
+        assert_eq!(r.len(), 1);
+        assert!(r[0].1.failed[0].contains("broken.json"), "{:?}", r[0].1);
     }
 }

@@ -229,9 +229,7 @@ fn owner_mode(runs: &Path, said: Said) -> i32 {
                 }
                 for line in &r.failed {
                     failed = true;
-                    eprintln!(
-                        "havoc watchdog: FAILED to undo {run}: {line} (run `havoc recover`)"
-                    );
+                    eprintln!("havoc watchdog: FAILED to undo {run}: {line} (run `havoc recover`)");
                 }
             }
             i32::from(failed)

@@ -1,11 +1,13 @@
 //! `havoc-agent-testd`: the agent as a process of its own, for the integration tests (SIGKILL,
-//! SIGTERM) and the benchmark, and the `__stress-worker` entry that stress faults re-execute.
+//! SIGTERM) and the benchmark, and the `__stress-worker` and `__watchdog` entries that stress
+//! faults and the agent re-execute (as `havoc` has them).
 //!
 //! ```text
 //! havoc-agent-testd serve --listen ADDR --metrics ADDR --state-dir DIR [--tls CA CERT KEY | --insecure-dev]
 //! havoc-agent-testd __stress-worker ARGS...
+//! havoc-agent-testd __watchdog --journal PATH
 //! ```
-//! Prints `listening ADDR` on stdout once serving.
+//! Prints `listening ADDR`, `metrics ADDR` and `watchdog PID` on stdout once serving.
 
 use std::io::Write;
 
@@ -18,6 +20,13 @@ fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("__stress-worker: {e}"))?;
         havoc_faults::stress::worker_main(task, deadline);
         return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("__watchdog") {
+        let [_, flag, path] = args.as_slice() else {
+            anyhow::bail!("usage: havoc-agent-testd __watchdog --journal PATH");
+        };
+        anyhow::ensure!(flag == "--journal", "__watchdog: unknown argument {flag}");
+        std::process::exit(havoc_engine::watchdog::watchdog_main(path.into()));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(m) = agent.metrics_addr() {
             println!("metrics {m}");
         }
+        println!("watchdog {}", agent.watchdog_pid());
         std::io::stdout().flush()?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
