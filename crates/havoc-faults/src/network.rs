@@ -761,7 +761,9 @@ fn delay_effect(mut e: Effect, delays: &[DelayEngine], req: &Requested) -> (Effe
         _ => String::new(),
     };
     let mut part = format!(
-        "delayed {delayed} of {total} matching packets ({:.1}%) by {mean:.2} ms on average,          jitter {jitter:.2} ms{requested}; {bypassed} ({:.1}%) bypassed the engine undelayed          (queue full or no reader){reorder} (backend: nfqueue)",
+        "delayed {delayed} of {total} matching packets ({:.1}%) by {mean:.2} ms on average, \
+         jitter {jitter:.2} ms{requested}; {bypassed} ({:.1}%) bypassed the engine undelayed \
+         (queue full or no reader){reorder} (backend: nfqueue)",
         share(delayed),
         share(bypassed)
     );
