@@ -51,6 +51,8 @@ pub struct OperatorOptions {
     pub leader_election: bool,
     /// Image that pod-failure puts in place (default [`controller::DEFAULT_FAILURE_IMAGE`]).
     pub failure_image: Option<String>,
+    /// Targets injected at once (default [`controller::DEFAULT_MAX_CONCURRENT_INJECTIONS`]).
+    pub max_concurrent_injections: usize,
 }
 
 impl Default for OperatorOptions {
@@ -74,6 +76,7 @@ impl Default for OperatorOptions {
                 .unwrap_or_else(|_| "havoc-operator".into()),
             leader_election: true,
             failure_image: None,
+            max_concurrent_injections: controller::DEFAULT_MAX_CONCURRENT_INJECTIONS,
         }
     }
 }
@@ -260,6 +263,7 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
     if let Some(img) = &opts.failure_image {
         ctx.failure_image = img.clone();
     }
+    ctx.max_concurrent_injections = opts.max_concurrent_injections.max(1);
     let ctx = Arc::new(ctx);
     if !opts.leader_election {
         tokio::select! {

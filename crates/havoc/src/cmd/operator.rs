@@ -51,6 +51,10 @@ pub struct Args {
     /// The image pod-failure puts in place of each container's (it must never start).
     #[arg(long)]
     failure_image: Option<String>,
+    /// How many targets are injected at once (API or agent calls in flight per experiment).
+    #[arg(long, default_value_t = havoc_operator::controller::DEFAULT_MAX_CONCURRENT_INJECTIONS as u16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_injections: u16,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -76,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         metrics_addr: args.metrics_addr,
         leader_election: !args.no_leader_election,
         failure_image: args.failure_image,
+        max_concurrent_injections: usize::from(args.max_concurrent_injections),
         ..Default::default()
     };
     if let Some(id) = args.identity {
