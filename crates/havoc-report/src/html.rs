@@ -327,8 +327,9 @@ fn share(name: &str, v: f64, metrics: &[(String, f64)]) -> Option<String> {
         "packets_dropped" | "packets_corrupted" | "packets_duplicated" | "packets_reordered" => {
             (get("packets_matched")?, "of matched")
         }
-        "packets_delayed" => get("delay_packets_seen")
-            .map(|b| (b, "of those seen by the delay engine"))
+        "packets_delayed" | "packets_bypassed" => get("delay_packets_matched")
+            .map(|b| (b, "of those matching the delay rule"))
+            .or_else(|| get("delay_packets_seen").map(|b| (b, "of those seen by the delay engine")))
             .or_else(|| get("packets_matched").map(|b| (b, "of matched")))?,
         "packets_matched" => (get("packets_seen")?, "of seen"),
         _ => return None,
@@ -336,9 +337,11 @@ fn share(name: &str, v: f64, metrics: &[(String, f64)]) -> Option<String> {
     (base > 0.0).then(|| format!("{:.1}% {what}", v / base * 100.0))
 }
 
-/// Pairs each `X_requested` metric with the measured metrics named `X_…`
-/// (`cpu_load_requested` with `cpu_load_percent_per_worker`, `bytes_requested` with
-/// `bytes_held`); paired rows come first, then the others in the report's order.
+/// Pairs each `X_requested` metric with the measured metric `X` itself (`hold_seconds` and
+/// `hold_seconds_requested`, `loss_percent` and `loss_percent_requested`: the achieved column then
+/// says achieved/requested) or with those named `X_…` (`cpu_load_requested` with
+/// `cpu_load_percent_per_worker`, `bytes_requested` with `bytes_held`); paired rows come first,
+/// then the others in the report's order.
 fn metric_rows(metrics: &[(String, f64)]) -> Vec<MetricRow> {
     let requested: Vec<(&str, f64)> = metrics
         .iter()
@@ -355,16 +358,21 @@ fn metric_rows(metrics: &[(String, f64)]) -> Vec<MetricRow> {
         let pair = requested
             .iter()
             .enumerate()
-            .filter(|(_, (p, _))| k.strip_prefix(p).is_some_and(|rest| rest.starts_with('_')))
+            .filter(|(_, (p, _))| {
+                k.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+            })
             .max_by_key(|(_, (p, _))| p.len());
         match pair {
-            Some((i, (_, req))) => {
+            Some((i, (p, req))) => {
                 used[i] = true;
+                let ratio = (k == p && *req != 0.0)
+                    .then(|| format!("{:.1}% of requested", v / req * 100.0));
                 paired.push(MetricRow {
                     name: k.clone(),
                     requested: Some(metric_value(k, *req)),
                     measured: Some(metric_value(k, *v)),
-                    achieved: share(k, *v, metrics),
+                    achieved: share(k, *v, metrics).or(ratio),
                 });
             }
             None => others.push(MetricRow {
@@ -820,5 +828,21 @@ mod tests {
                 String::new()
             )]
         );
+    }
+
+    #[test]
+    fn a_metric_pairs_with_its_own_request_and_shows_the_ratio() {
+        let r = rows(&[
+            ("hold_seconds", 2.97),
+            ("hold_seconds_requested", 3.0),
+            ("loss_percent", 9.87),
+            ("loss_percent_requested", 10.0),
+        ]);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0].0, "hold_seconds");
+        assert_eq!(r[0].3, "99.0% of requested");
+        assert_eq!(r[1].0, "loss_percent");
+        assert_eq!(r[1].1, "10%");
+        assert_eq!(r[1].3, "98.7% of requested");
     }
 }
