@@ -197,31 +197,30 @@ struct Link {
     loopback: bool,
 }
 
+/// The interfaces of `ns`, over rtnetlink (one round trip, no `ip` process: this is on the path
+/// from `havoc run` to the fault in effect, several times).
 fn links(ns: &NetNs) -> Result<Vec<Link>, FaultError> {
-    let out = havoc_netem::cmd::run(ns, "ip", &["-j", "link", "show"]).map_err(|e| {
+    let cannot = |e: String| {
         FaultError::Other(format!(
             "cannot list interfaces in {}: {e}",
             ns.path().display()
         ))
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&out.stdout)
-        .map_err(|e| FaultError::Other(format!("cannot parse `ip -j link`: {e}")))?;
-    Ok(v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|l| Link {
-                    name: l["ifname"].as_str().unwrap_or_default().to_string(),
-                    ifindex: l["ifindex"].as_u64().unwrap_or_default() as u32,
-                    link_index: l["link_index"].as_u64().map(|x| x as u32),
-                    has_peer_netns: l.get("link_netnsid").is_some(),
-                    up: l["flags"]
-                        .as_array()
-                        .is_some_and(|f| f.iter().any(|x| x == "UP")),
-                    loopback: l["link_type"] == "loopback",
-                })
-                .collect()
+    };
+    let ls = ns
+        .run(havoc_sys::netlink::links)
+        .map_err(|e| cannot(e.to_string()))?
+        .map_err(|e| cannot(e.to_string()))?;
+    Ok(ls
+        .into_iter()
+        .map(|l| Link {
+            name: l.name,
+            ifindex: l.index,
+            link_index: l.link_index,
+            has_peer_netns: l.link_netnsid.is_some(),
+            up: l.up,
+            loopback: l.loopback,
         })
-        .unwrap_or_default())
+        .collect())
 }
 
 fn host_addresses(ns: &NetNs, dev: &str) -> Vec<havoc_netem::Cidr> {
