@@ -16,11 +16,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 pub mod fault;
 pub mod holder;
+pub mod listener;
 pub mod metrics;
 pub mod resolve;
 pub mod service;
@@ -52,6 +54,8 @@ pub struct AgentOptions {
     pub runtimes: Runtimes,
     /// The executable re-run for helper processes (`__stress-worker`).
     pub self_exe: PathBuf,
+    /// Connection cap, handshake deadline, keepalives, error message size.
+    pub limits: listener::ListenerLimits,
 }
 
 impl AgentOptions {
@@ -71,6 +75,7 @@ impl AgentOptions {
             }),
             runtimes: Runtimes::default(),
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+            limits: listener::ListenerLimits::default(),
         }
     }
 }
@@ -170,11 +175,13 @@ impl RunningAgent {
 /// Replays journals of dead agents and runs, then starts serving. Returns once listening.
 pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     check_options(&opts)?;
+    let limits = opts.limits;
     let tls = match &opts.tls {
         Some(files) => Some(
             files
                 .server()
-                .context("cannot load the agent's TLS files")?,
+                .context("cannot load the agent's TLS files")?
+                .timeout(limits.handshake_timeout),
         ),
         None => None,
     };
@@ -218,7 +225,10 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .http2_keepalive_interval(Some(limits.http2_keepalive))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -227,9 +237,15 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     } else {
         tracing::warn!(%addr, "INSECURE: the agent API serves PLAIN TEXT without authentication (--insecure-dev); loopback only, never use this in a cluster");
     }
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listener::CappedIncoming::new(listener, &limits);
+    let max_message = limits.max_error_message;
     let server = tokio::spawn(
         builder
+            .layer(axum::middleware::map_response(
+                move |res: tonic::codegen::http::Response<tonic::body::Body>| async move {
+                    listener::clip_grpc_message(res, max_message)
+                },
+            ))
             .add_service(havoc_api::v1::agent_server::AgentServer::new(svc))
             .serve_with_incoming_shutdown(incoming, wait(stopped.clone())),
     );

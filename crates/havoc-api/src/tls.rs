@@ -113,14 +113,20 @@ fn identity(ca: &Path, cert: &Path, key: &Path) -> Result<(Certificate, Identity
     Ok((Certificate::from_pem(ca), Identity::from_pem(cert, key)))
 }
 
-/// The server side: our identity, and client certificates required (not optional) and verified
-/// against `ca`.
+/// How long a client has to finish the TLS handshake before the server closes the connection:
+/// a real client needs a few milliseconds, an idle or slow-drip one holds a socket until then.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The server side: our identity, client certificates required (not optional) and verified
+/// against `ca`, and the handshake bounded by [`HANDSHAKE_TIMEOUT`] (callers may set another
+/// with `.timeout(..)`).
 pub fn server_tls(ca: &Path, cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> {
     let (ca, id) = identity(ca, cert, key)?;
     Ok(ServerTlsConfig::new()
         .identity(id)
         .client_ca_root(ca)
-        .client_auth_optional(false))
+        .client_auth_optional(false)
+        .timeout(HANDSHAKE_TIMEOUT))
 }
 
 /// The client side's TLS: verifies the server against `ca` and presents `cert`. Callers that
