@@ -343,3 +343,60 @@ async fn measure_sigkill_to_recovered() {
         );
     }
 }
+
+/// Live watchdogs (not zombies) whose command line names `state`.
+fn watchdogs_of(state: &Path) -> Vec<i32> {
+    let runs = state.join("runs");
+    let want = runs.to_str().expect("utf8");
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains("__watchdog") && cmd.contains(want) && running(*pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_watchdog_is_replaced_and_the_new_one_guards_the_agent() {
+    if !root_or_skip("a_killed_watchdog_is_replaced_and_the_new_one_guards_the_agent") {
+        return;
+    }
+    let pki = Pki::new();
+    let state = tempfile::tempdir().expect("tempdir");
+    let ns = NetnsSleeper::new();
+    let paused = Reaped::sleeper();
+    let before = snapshot(&ns.name);
+    let mut agent = Testd::start(&pki, state.path());
+    let mut c = client(agent.addr, &pki.client).await;
+    c.inject(inject_pid("pause", paused.pid(), PAUSE, 60_000))
+        .await
+        .expect("inject pause");
+    drop(c);
+    let first = agent.watchdog;
+    assert_eq!(watchdogs_of(state.path()), vec![first]);
+    havoc_sys::process::send_signal(first, 9).expect("SIGKILL the watchdog");
+    let replaced = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(3), || {
+            let w = watchdogs_of(state.path());
+            w.len() == 1 && w[0] != first
+        })
+    });
+    assert!(
+        replaced,
+        "a new watchdog runs: {:?}",
+        watchdogs_of(state.path())
+    );
+    assert_eq!(
+        proc_state(paused.pid()),
+        Some('T'),
+        "the agent still holds the pause"
+    );
+    agent.watchdog = watchdogs_of(state.path())[0];
+    tokio::task::block_in_place(|| {
+        kill_and_check(&mut agent, paused.pid(), &ns, &before, state.path())
+    });
+}
