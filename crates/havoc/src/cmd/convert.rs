@@ -12,15 +12,32 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    use havoc_spec::source::{self, SourceError};
     let (name, text) = if args.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .context("cannot read stdin")?;
-        ("<stdin>".to_string(), s)
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::io::stdin(),
+                havoc_spec::yaml::MAX_DOCUMENT_BYTES as u64 + 1,
+            ),
+            &mut bytes,
+        )
+        .context("cannot read stdin")?;
+        ("<stdin>".to_string(), source::decode(bytes))
     } else {
-        let s = std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
-        (args.file.display().to_string(), s)
+        let text = match source::read_file(&args.file) {
+            Ok(t) => Ok(t),
+            Err(SourceError::Invalid(e)) => Err(e),
+            Err(e) => return Err(anyhow::Error::new(e)),
+        };
+        (args.file.display().to_string(), text)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(errs) => {
+            eprintln!("{}", errs.render(&name));
+            return Ok(super::EXIT_INVALID);
+        }
     };
     match havoc_k8s::convert::convert(&text) {
         Ok(out) => {

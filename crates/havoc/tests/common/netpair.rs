@@ -1,4 +1,5 @@
 //! Two network namespaces joined by a veth pair, made for one test and removed when dropped.
+#![allow(dead_code)]
 
 use std::process::Command;
 
