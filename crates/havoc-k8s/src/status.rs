@@ -12,8 +12,11 @@
 //!   and an error once for every pod that failed the same way (a node whose agent is down costs
 //!   one message, not one per pod); errors are kept only on failed and gone records, truncated;
 //! - a record's counts equal to their phase's default are omitted, and there is no history;
-//! - the pod uid is not kept: a pod replaced under the same name has new container ids, which
-//!   [`needs_reinjection`] sees like a restarted container.
+//! - a pod replaced under the same name is told apart from the one injected: a container-level
+//!   target by its new container id ([`needs_reinjection`] sees it like a restarted container),
+//!   a pod-level one (pod-failure: no container id) by the first [`UID_LEN`] hex digits of its
+//!   uid, `u=` in its line (kept only there, so a 5,000-target status of containers is not
+//!   longer).
 
 use std::str::FromStr;
 
@@ -24,6 +27,9 @@ use serde::{Deserialize, Serialize};
 
 /// Characters of a container id kept in a record, as `crictl ps` shows them.
 pub const CONTAINER_ID_LEN: usize = 12;
+/// Hex digits of a pod uid kept in a pod-level record (32 bits: telling one pod from its
+/// replacement under the same name, not naming pods cluster-wide).
+pub const UID_LEN: usize = 8;
 /// Bytes of an error message kept in a record.
 pub const ERROR_LEN: usize = 200;
 
@@ -112,7 +118,7 @@ pub struct ChaosStatus {
     #[serde(default)]
     pub counts: Counts,
     /// One record per target: `nodes` (node names) and `groups` (by namespace, phase and error)
-    /// of lines `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES]`.
+    /// of lines `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES] [u=POD-UID8]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "grouped")]
     #[schemars(with = "grouped::Wire")]
     pub records: Vec<Record>,
@@ -128,6 +134,9 @@ pub struct Record {
     /// The first [`CONTAINER_ID_LEN`] hex digits of the target container's id (no runtime prefix);
     /// empty if none.
     pub container_id: String,
+    /// The first [`UID_LEN`] hex digits of the pod's uid when the fault was injected, for
+    /// pod-level targets (no container id); empty otherwise.
+    pub pod_uid: String,
     pub phase: RecordPhase,
     /// How many times the fault was injected (more than one after pod restarts).
     pub injected: u32,
@@ -135,6 +144,14 @@ pub struct Record {
     pub recovered: u32,
     /// The last error; kept only while Failed or Gone, at most [`ERROR_LEN`] bytes.
     pub last_error: Option<String>,
+}
+
+/// `0f1e2d3c-4b5a-...` -> `0f1e2d3c`: the part of a pod uid a pod-level record keeps.
+pub fn short_uid(uid: &str) -> String {
+    uid.chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(UID_LEN)
+        .collect()
 }
 
 /// `containerd://0123456789abcdef...` -> `0123456789ab`.
@@ -168,6 +185,11 @@ impl Record {
                 .and_then(|s| s.node_name.clone())
                 .unwrap_or_default(),
             container_id: short_container_id(container_id),
+            pod_uid: if container_id.is_empty() {
+                short_uid(m.uid.as_deref().unwrap_or_default())
+            } else {
+                String::new()
+            },
             phase: RecordPhase::Injecting,
             injected: 0,
             recovered: 0,
@@ -216,6 +238,9 @@ impl Record {
         if self.recovered != self.default_recovered() {
             let _ = write!(f, " r={}", self.recovered);
         }
+        if !self.pod_uid.is_empty() {
+            let _ = write!(f, " u={}", self.pod_uid);
+        }
         f
     }
 }
@@ -258,6 +283,7 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
         name,
         node,
         container_id,
+        pod_uid: String::new(),
         phase: g.phase,
         injected: 0,
         recovered: 0,
@@ -273,6 +299,7 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
         match tok.split_once('=') {
             Some(("i", v)) => r.injected = num(v)?,
             Some(("r", v)) => r.recovered = num(v)?,
+            Some(("u", v)) => r.pod_uid = v.to_string(),
             // Written by versions that kept the agent's injection id; no longer used.
             Some(("id", _)) => {}
             _ => return Err(format!("record `{line}`: unknown item `{tok}`")),
@@ -305,7 +332,7 @@ mod grouped {
         /// The last error of these targets (Failed and Gone only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub(super) error: Option<String>,
-        /// One line per pod: `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES]`.
+        /// One line per pod: `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES] [u=POD-UID8]`.
         pub(super) pods: Vec<String>,
     }
 
@@ -769,6 +796,27 @@ mod tests {
         assert_eq!(moved.node, "n2", "the replacement runs elsewhere");
         assert!(needs_reinjection(moved, "containerd://abcdef0123456789"));
         assert_eq!(st.records.len(), 1);
+    }
+
+    #[test]
+    fn a_pod_level_record_keeps_the_pods_uid_and_round_trips_it() {
+        let mut p = pod("shop", "web-0", "n1", &[]);
+        p.metadata.uid = Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into());
+        let mut st = ChaosStatus::default();
+        let r = upsert_target(&mut st, &p, "");
+        assert_eq!(r.pod_uid, "0f1e2d3c");
+        mark_injected(r);
+        let json = serde_json::to_value(&st).unwrap();
+        let line = json["records"]["groups"][0]["pods"][0].as_str().unwrap();
+        assert_eq!(line, "web-0 - 0 u=0f1e2d3c");
+        let back: ChaosStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, st);
+        // Container-level records do not carry it.
+        let mut st = ChaosStatus::default();
+        assert_eq!(
+            upsert_target(&mut st, &p, "containerd://abcdef0123456789").pod_uid,
+            ""
+        );
     }
 
     #[test]

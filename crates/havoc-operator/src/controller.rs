@@ -26,6 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -125,6 +126,40 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Last phase per object (for the experiments gauge).
     phases: Mutex<HashMap<String, &'static str>>,
+    /// Which running experiments target which pods (for the pod watch).
+    targets: Mutex<TargetIndex>,
+}
+
+/// Pods (`namespace/name`) targeted by running experiments, and the reverse, so that a pod
+/// event (a pod replaced under the same name, a container restarted) wakes the experiments
+/// that target it at once rather than at their next requeue.
+#[derive(Default)]
+struct TargetIndex {
+    by_pod: HashMap<String, BTreeSet<(String, String, String)>>,
+    by_object: HashMap<(String, String, String), Vec<String>>,
+}
+
+impl TargetIndex {
+    fn set(&mut self, object: (String, String, String), pods: Vec<String>) {
+        for p in self.by_object.remove(&object).unwrap_or_default() {
+            if let Some(set) = self.by_pod.get_mut(&p) {
+                set.remove(&object);
+                if set.is_empty() {
+                    self.by_pod.remove(&p);
+                }
+            }
+        }
+        if pods.is_empty() {
+            return;
+        }
+        for p in &pods {
+            self.by_pod
+                .entry(p.clone())
+                .or_default()
+                .insert(object.clone());
+        }
+        self.by_object.insert(object, pods);
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -157,7 +192,26 @@ impl Context {
             max_concurrent_injections: DEFAULT_MAX_CONCURRENT_INJECTIONS,
             failures: Mutex::new(HashMap::new()),
             phases: Mutex::new(HashMap::new()),
+            targets: Mutex::new(TargetIndex::default()),
         }
+    }
+
+    /// The experiments of kind `K` that target `pod` while they run (the pod watch's mapper).
+    pub fn objects_targeting<K: ChaosObject>(&self, pod: &Pod) -> Vec<ObjectRef<K>> {
+        let key = pod_key(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let kind = K::kind(&()).to_string();
+        let index = self.targets.lock().expect("targets");
+        index
+            .by_pod
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, ns, name)| ObjectRef::new(name).within(ns))
+            .collect()
     }
 }
 
@@ -205,6 +259,20 @@ pub async fn reconcile<K: ChaosObject>(obj: Arc<K>, ctx: Arc<Context>) -> Result
         }
         Err(kube::runtime::finalizer::Error::ApplyFailed(e))
         | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
+        // Deleted meanwhile (a second reconcile of a deletion already let it go): done.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
+            if s.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        Err(kube::runtime::finalizer::Error::AddFinalizer(source)) => Err(Error::Kube {
+            what: "add the finalizer".into(),
+            source,
+        }),
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(source)) => Err(Error::Kube {
+            what: "remove the finalizer".into(),
+            source,
+        }),
         Err(e) => Err(Error::Finalizer(chain(&e))),
     }
 }
@@ -377,10 +445,27 @@ fn targets_of(status: &ChaosStatus, world: &World, names: Option<&[String]>) -> 
                 },
                 node: r.node.clone(),
                 container_id: r.container_id.clone(),
-                phase: record_phase(r.phase),
+                phase: if replaced(r, world) {
+                    // The pod injected is gone; one of the same name stands in its place and
+                    // carries no fault: inject it.
+                    Phase::Pending
+                } else {
+                    record_phase(r.phase)
+                },
             }
         })
         .collect()
+}
+
+/// Whether the pod of a pod-level record that held the fault (or went away) was replaced by
+/// another of the same name (a StatefulSet pod, or a pod deleted and recreated): another uid.
+fn replaced(r: &Record, world: &World) -> bool {
+    matches!(r.phase, RecordPhase::Injected | RecordPhase::Gone)
+        && !r.pod_uid.is_empty()
+        && world
+            .pod(&pod_key(&r.namespace, &r.name))
+            .and_then(|p| p.metadata.uid.as_deref())
+            .is_some_and(|u| st::short_uid(u) != r.pod_uid)
 }
 
 async fn load_world(
@@ -687,6 +772,8 @@ impl<K: ChaosObject> Run<'_, K> {
             Ok(held) => {
                 if !cid.is_empty() {
                     r.container_id = st::short_container_id(cid);
+                } else {
+                    r.pod_uid = st::short_uid(pod.metadata.uid.as_deref().unwrap_or_default());
                 }
                 if let Some((node, _)) = &held {
                     r.node.clone_from(node);
@@ -705,6 +792,19 @@ impl<K: ChaosObject> Run<'_, K> {
                 return;
             }
         };
+        if cid.is_empty() && !before.pod_uid.is_empty() {
+            let now = st::short_uid(pod.metadata.uid.as_deref().unwrap_or_default());
+            if now != before.pod_uid {
+                self.event(
+                    EventType::Normal,
+                    "Reinjected",
+                    format!(
+                        "{}/{}: the pod was replaced under the same name (uid {} -> {now}): injected again",
+                        id.namespace, id.pod, before.pod_uid
+                    ),
+                );
+            }
+        }
         let Some((node, injection)) = held.filter(|_| kind == ActionKind::Leased) else {
             return;
         };
@@ -1064,6 +1164,7 @@ async fn apply<K: ChaosObject>(
     };
     let mut requeue: Option<Action> = None;
     let mut selected_now = false;
+    let mut experiment_phase: Option<ExperimentPhase> = None;
     // Deletion or the end of the experiment: sweep the nodes for leftover injections after.
     let mut sweep: Option<bool> = None;
     'outer: for _round in 0..2 {
@@ -1138,6 +1239,7 @@ async fn apply<K: ChaosObject>(
                     }
                 }
                 Step::SetPhase(p) => {
+                    experiment_phase = Some(p);
                     if kind == ActionKind::Leased
                         && matches!(p, ExperimentPhase::Deleting | ExperimentPhase::Finished)
                     {
@@ -1168,6 +1270,12 @@ async fn apply<K: ChaosObject>(
     }
     let now = to_time(SystemTime::now());
     st::derive_conditions(&mut run.status, &now);
+    if experiment_phase == Some(ExperimentPhase::Running) && run.status.phase == st::Phase::Finished
+    {
+        // Every target went away, but the experiment's time is not over: a pod that comes
+        // back under the same name is injected (Finished would end the experiment for good).
+        run.status.phase = st::Phase::Running;
+    }
     if let Some((reason, msg)) = run.selected_note.take() {
         st::set_condition(&mut run.status, st::SELECTED, false, reason, msg, &now);
     }
@@ -1195,6 +1303,23 @@ async fn apply<K: ChaosObject>(
             tracing::warn!(error = %e, reason, "failed to publish event");
         }
     }
+    let running = !deleting && !matches!(status.phase, st::Phase::Finished | st::Phase::Failed);
+    ctx.targets.lock().expect("targets").set(
+        (
+            K::kind(&()).to_string(),
+            obj.meta().namespace.clone().unwrap_or_default(),
+            obj.name_any(),
+        ),
+        if running {
+            status
+                .records
+                .iter()
+                .map(|r| pod_key(&r.namespace, &r.name))
+                .collect()
+        } else {
+            Vec::new()
+        },
+    );
     if deleting {
         let key = object_key(&*obj);
         let old = ctx.phases.lock().expect("phases").remove(&key);

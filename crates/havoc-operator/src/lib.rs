@@ -19,9 +19,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
 use havoc_k8s::{ChaosObject, NamespacePolicy, NetworkChaos, PodChaos, StressChaos};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{watcher, Controller};
-use kube::Api;
+use kube::{Api, Resource};
 
 pub use agent::{AgentPool, AgentTls, DisabledAgentPool, FakeAgentPool, GrpcAgentPool};
 pub use manifests::{install_manifests, InstallOptions};
@@ -175,7 +176,18 @@ pub async fn run_controllers(ctx: Arc<controller::Context>, shutdown: ShutdownSi
         K: ChaosObject,
     {
         let api: Api<K> = Api::all(ctx.client.clone());
-        Controller::new(api, watcher::Config::default())
+        let mut controller = Controller::new(api, watcher::Config::default());
+        if K::kind(&()) == PodChaos::kind(&()) {
+            // PodChaos holds pod-failure through the API: a pod replaced under the same name
+            // must be noticed when it happens (agent-held kinds requeue for lease renewal).
+            let index = ctx.clone();
+            controller = controller.watches(
+                Api::<Pod>::all(ctx.client.clone()),
+                watcher::Config::default(),
+                move |pod| index.objects_targeting::<K>(&pod),
+            );
+        }
+        controller
             .graceful_shutdown_on(shutdown)
             .run(
                 controller::reconcile::<K>,

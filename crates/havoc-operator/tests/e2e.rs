@@ -809,6 +809,39 @@ async fn operator_on_a_real_cluster_with_a_real_node() {
     );
     step(&format!("op-a killed; op-b took over after {takeover:.1?}"));
 
+    // The pod is replaced under the same name (deleted and created again): the pod watch
+    // notices, and the new pod is injected too.
+    let old_uid = pods.get("held2").await.expect("pod").metadata.uid;
+    pods.delete("held2", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete held2");
+    wait_for("held2 deleted", WAIT, || async {
+        pods.get_opt("held2").await.ok().flatten().is_none()
+    })
+    .await;
+    let replaced_at = Instant::now();
+    pods.create(&PostParams::default(), &pod("held2", "held2"))
+        .await
+        .expect("recreate held2");
+    wait_for("the replacement pod to be injected", WAIT, || async {
+        let p = pods.get("held2").await.expect("pod");
+        p.metadata.uid != old_uid
+            && p.spec.expect("spec").containers[0]
+                .image
+                .as_deref()
+                .is_some_and(|i| i.starts_with("havoc.invalid/pod-failure"))
+    })
+    .await;
+    let reinjected = replaced_at.elapsed();
+    let st = wait_status(&chaos, "fail2", "the record of the new pod", |s| {
+        s.records.first().is_some_and(|r| r.injected == 2)
+    })
+    .await;
+    assert_eq!(st.records[0].phase, RecordPhase::Injected, "{st:#?}");
+    step(&format!(
+        "held2 replaced under the same name: injected again after {reinjected:.1?}"
+    ));
+
     // The operator is restarted (op-a again, following); then op-b gets SIGTERM: it stops
     // within the grace, releases the lease, and op-a takes over at its next round.
     drop(op_a);
