@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use havoc_k8s::status::{ChaosStatus, Phase, RecordPhase};
 use havoc_k8s::{NetworkChaos, PodChaos, StressChaos};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -903,4 +904,156 @@ async fn operator_on_a_real_cluster_with_a_real_node() {
         let lines = BufReader::new(text.as_bytes()).lines().count();
         eprintln!("operator {op}: {lines} log lines");
     }
+}
+
+/// Scale, not correctness: one pod-failure over `HAVOC_E2E_SCALE_PODS` (default 1,000) pods
+/// bound to a fake node (no kubelet acts on them), with the controllers in-process. Prints the
+/// time from create to AllInjected, whether progress showed in status meanwhile, the status
+/// size, and the time to recover. Run alone (it runs its own controllers):
+/// `cargo test -p havoc-operator --test e2e -- --ignored --nocapture scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run alone with --ignored"]
+async fn scale_pod_failure_over_many_pods() {
+    use std::sync::Arc;
+    let Some(path) = kubeconfig() else { return };
+    let n: usize = std::env::var("HAVOC_E2E_SCALE_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let client = client_from(&path).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in havoc_k8s::crds() {
+        let name = crd.metadata.name.clone().expect("crd name");
+        crds.patch(
+            &name,
+            &PatchParams::apply("havoc-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install CRD");
+    }
+    let suffix = format!("{:x}", std::process::id());
+    let ns = format!("havoc-e2e-scale-{suffix}");
+    let node = format!("havoc-e2e-fake-{suffix}");
+    let mut cleanup = Cleanup {
+        kubeconfig: path.clone(),
+        namespaces: vec![ns.clone()],
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": node}})).expect("node"),
+        )
+        .await
+        .expect("create fake node");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns,
+                "labels": {"havoc.dev/chaos": "enabled"}}}))
+            .expect("ns"),
+        )
+        .await
+        .expect("create namespace");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let pods = pods.clone();
+            let node = node.clone();
+            async move {
+                let p: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p-{i}"), "labels": {"app": "scale"}},
+                    "spec": {"nodeName": node, "containers": [{"name": "main",
+                             "image": BUSYBOX, "imagePullPolicy": "Never"}]}
+                }))
+                .expect("pod");
+                pods.create(&PostParams::default(), &p)
+                    .await
+                    .expect("create pod");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!("created {n} pods in {:.1?}", t.elapsed());
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ctx = Arc::new(havoc_operator::controller::Context::new(
+        client.clone(),
+        Arc::new(havoc_operator::FakeAgentPool::new()),
+        havoc_k8s::NamespacePolicy::default(),
+        kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "havoc-e2e-scale".into(),
+                instance: None,
+            },
+        ),
+        havoc_operator::metrics::Metrics::new(),
+        Duration::from_secs(30),
+    ));
+    let controllers = tokio::spawn(havoc_operator::run_controllers(
+        ctx,
+        havoc_operator::shutdown_signal(async move {
+            let _ = stop_rx.await;
+        }),
+    ));
+    let chaos: Api<PodChaos> = Api::namespaced(client.clone(), &ns);
+    let t = Instant::now();
+    chaos
+        .create(
+            &PostParams::default(),
+            &pod_chaos(
+                "scale",
+                json!({"action": "pod-failure", "mode": "all", "duration": "20s",
+                       "selector": {"labelSelectors": {"app": "scale"}}}),
+            ),
+        )
+        .await
+        .expect("create");
+    let mut progress = Vec::new();
+    let injected_in = loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "not AllInjected in 120 s"
+        );
+        if let Some(s) = status_of(&chaos, "scale").await {
+            if s.condition("AllInjected")
+                .is_some_and(|c| c.status == "True")
+            {
+                break t.elapsed();
+            }
+            if s.counts.injected > 0 {
+                progress.push((t.elapsed(), s.counts.injected));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let obj = chaos.get("scale").await.expect("get");
+    let size = serde_json::to_vec(&obj.status).expect("json").len();
+    eprintln!(
+        "{n} pods: AllInjected {injected_in:.1?} after create; progress seen in status: {:?}; status {size} bytes",
+        progress.iter().map(|(t, c)| format!("{c}@{:.1}s", t.as_secs_f64())).collect::<Vec<_>>()
+    );
+    let st = wait_status(&chaos, "scale", "Finished", |s| s.phase == Phase::Finished).await;
+    eprintln!(
+        "Finished {:.1?} after create (duration 20 s); counts {:?}",
+        t.elapsed(),
+        st.counts
+    );
+    assert_eq!(st.counts.recovered as usize, n, "{:?}", st.counts);
+    let took = delete_and_wait_gone(&chaos, "scale").await;
+    eprintln!("deleted in {took:.1?}");
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
+    let names = std::mem::take(&mut cleanup.namespaces);
+    remove_namespaces(&client, &names)
+        .await
+        .expect("remove namespace");
+    nodes
+        .delete(&node, &DeleteParams::default())
+        .await
+        .expect("delete fake node");
 }
