@@ -124,13 +124,13 @@ impl Fault for ProcessFault {
                         source,
                     })?;
                 let stopped = ProcInfo::read(pid).is_some_and(|p| p.is_stopped());
-                if stopped && lock.first {
+                if stopped && lock.first() {
                     return Err(FaultError::Conflict {
                         target: target.label(),
                         reason: "it is already stopped by something other than Havoc (job control, a debugger): pausing it would resume it at recovery".into(),
                     });
                 }
-                inj.shared_with_other_run = !lock.first && stopped;
+                inj.shared_with_other_run = !lock.first() && stopped;
                 inj.lock = Some(lock);
                 if !stopped {
                     send(pid, 19, target, "pause")?;
@@ -276,7 +276,7 @@ impl Injection for ProcessInjection {
             // Let go of our share; resume only if no other holder is left.
             let last = match self.lock.take() {
                 Some(lock) => lock.release_is_last(),
-                None => Some(LastHolder::NOBODY),
+                None => Some(havoc_sys::share::Last::NOBODY),
             };
             match last {
                 Some(_guard) if ProcInfo::is_same(self.pid, self.start_time) => {
@@ -307,111 +307,48 @@ impl Drop for ProcessInjection {
 /// see each other's pauses.
 pub const PAUSE_LOCK_DIR: &str = "/run/havoc/pause";
 
-fn pause_lock_path(pid: i32, start_time: u64) -> std::path::PathBuf {
-    std::path::Path::new(PAUSE_LOCK_DIR).join(format!("{pid}-{start_time}.lock"))
+fn pause_lock_name(pid: i32, start_time: u64) -> String {
+    format!("{pid}-{start_time}")
 }
 
 /// A share of the pause of one process (see the module documentation).
-pub struct PauseLock {
-    file: std::fs::File,
-    path: std::path::PathBuf,
-    /// No other Havoc holder existed when this one was taken.
-    pub first: bool,
-}
-
-/// Held by the last holder while it resumes the process; dropping it removes the lock file (still
-/// under the exclusive lock, so no one else holds a share of it) and releases the lock.
-pub struct LastHolder {
-    _file: Option<std::fs::File>,
-    path: Option<std::path::PathBuf>,
-}
-
-impl LastHolder {
-    /// No lock was ever taken: nobody else can hold one either.
-    const NOBODY: LastHolder = LastHolder {
-        _file: None,
-        path: None,
-    };
-}
-
-impl Drop for LastHolder {
-    fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// Whether `file` is still the file at `path` (a last holder may have removed it meanwhile).
-fn still_linked(file: &std::fs::File, path: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
-    }
-}
+pub struct PauseLock(havoc_sys::share::Share);
 
 impl PauseLock {
-    /// Takes a share of the pause lock of `pid`. `first` tells whether another holder existed.
+    /// Takes a share of the pause lock of `pid`.
     pub fn acquire(pid: i32, start_time: u64) -> std::io::Result<PauseLock> {
-        use rustix::fs::{flock, FlockOperation};
-        std::fs::create_dir_all(PAUSE_LOCK_DIR)?;
-        let path = pause_lock_path(pid, start_time);
-        for _ in 0..100 {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            let first = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
-            // Converting EX to SH is not atomic; in the gap another run may take EX, see the
-            // process not yet stopped and stop it itself: both then hold a share, as they should.
-            flock(&file, FlockOperation::LockShared)?;
-            if still_linked(&file, &path) {
-                return Ok(PauseLock { file, path, first });
-            }
-        }
-        Err(std::io::Error::other(format!(
-            "the pause lock {} keeps being replaced",
-            path.display()
-        )))
+        havoc_sys::share::Share::take(
+            std::path::Path::new(PAUSE_LOCK_DIR),
+            &pause_lock_name(pid, start_time),
+        )
+        .map(PauseLock)
+    }
+
+    /// No other Havoc holder existed when this share was taken.
+    fn first(&self) -> bool {
+        self.0.first
     }
 
     /// Whether some live Havoc process holds a pause of `pid`.
     pub fn held_by_havoc(pid: i32, start_time: u64) -> bool {
-        use rustix::fs::{flock, FlockOperation};
-        let Ok(file) = std::fs::File::open(pause_lock_path(pid, start_time)) else {
-            return false;
-        };
-        flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
+        havoc_sys::share::held(
+            std::path::Path::new(PAUSE_LOCK_DIR),
+            &pause_lock_name(pid, start_time),
+        )
     }
 
-    /// Gives up this share. Returns the exclusive lock if this was the last holder (the caller
-    /// resumes the process, then drops it), `None` if another holder remains.
-    pub fn release_is_last(self) -> Option<LastHolder> {
-        use rustix::fs::{flock, FlockOperation};
-        let _ = flock(&self.file, FlockOperation::Unlock);
-        last_holder(self.file, Some(self.path))
+    /// Gives up this share: the exclusive lock if this was the last holder (resume, then drop
+    /// it), `None` if another holder remains.
+    pub fn release_is_last(self) -> Option<havoc_sys::share::Last> {
+        self.0.release()
     }
-}
-
-fn last_holder(file: std::fs::File, path: Option<std::path::PathBuf>) -> Option<LastHolder> {
-    use rustix::fs::{flock, FlockOperation};
-    flock(&file, FlockOperation::NonBlockingLockExclusive)
-        .ok()
-        .map(|()| LastHolder {
-            _file: Some(file),
-            path,
-        })
 }
 
 /// For replaying a dead holder's `Resume`: the exclusive lock when no live holder remains,
 /// `None` when another run still holds a pause of the process.
-pub fn take_if_last(pid: i32, start_time: u64) -> Option<LastHolder> {
-    let path = pause_lock_path(pid, start_time);
-    match std::fs::File::open(&path) {
-        Ok(file) => last_holder(file, Some(path)),
-        // No lock file: nobody holds a share (or an older journal): nothing else holds it.
-        Err(_) => Some(LastHolder::NOBODY),
-    }
+pub fn take_if_last(pid: i32, start_time: u64) -> Option<havoc_sys::share::Last> {
+    havoc_sys::share::take_if_unheld(
+        std::path::Path::new(PAUSE_LOCK_DIR),
+        &pause_lock_name(pid, start_time),
+    )
 }

@@ -214,6 +214,8 @@ pub struct BandwidthGuard {
     /// The last stats read ([`BandwidthGuard::refresh_stats`]); final after recovery.
     stats: Mutex<Option<ShapeStats>>,
     recovered: bool,
+    /// Held while the limit is ours: a journal-less sweep leaves the namespace's shaping alone.
+    owner: Option<havoc_sys::share::Share>,
 }
 
 fn tool(netns: &NetNs, program: &str, args: &[&str]) -> Result<String, BandwidthError> {
@@ -295,6 +297,11 @@ impl Bandwidth {
     ) -> Result<BandwidthGuard, BandwidthError> {
         cfg.validate()?;
         let lock = edit_lock().map_err(BandwidthError::Lock)?;
+        let owner = crate::shaping_owner_name(netns).and_then(|n| {
+            havoc_sys::share::Share::take(std::path::Path::new(crate::OWNERS_DIR), &n)
+                .map_err(|e| tracing::warn!(error = %e, "cannot take the owner lock of the shaping: a concurrent `havoc recover` may remove it"))
+                .ok()
+        });
         if !link_names(netns)?.iter().any(|n| n == ifname) {
             return Err(BandwidthError::NoDevice {
                 dev: ifname.to_string(),
@@ -334,6 +341,7 @@ impl Bandwidth {
                     applied_at: Instant::now(),
                     stats: Mutex::new(None),
                     recovered: false,
+                    owner,
                 })
             }
             ShapeDirection::Ingress => {
@@ -366,6 +374,7 @@ impl Bandwidth {
                     applied_at: Instant::now(),
                     stats: Mutex::new(None),
                     recovered: false,
+                    owner,
                 };
                 let result = (|| {
                     tool(netns, "ip", &["link", "add", &ifb, "type", "ifb"])?;
@@ -437,6 +446,14 @@ impl BandwidthGuard {
         Ok(s)
     }
 
+    /// Leaves the limit in place as a crash would: the owner lock goes (the kernel drops it when
+    /// a holder dies) and nothing is removed. For crash tests of sweeps and replays.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        drop(self.owner.take());
+        std::mem::forget(self);
+    }
+
     /// The last counters read: by [`refresh_stats`](Self::refresh_stats), or the final ones
     /// read just before the qdisc was removed.
     pub fn stats(&self) -> Option<ShapeStats> {
@@ -455,6 +472,7 @@ impl BandwidthGuard {
         }
         let _lock = edit_lock().map_err(BandwidthError::Lock)?;
         self.recovered = true;
+        let owner = self.owner.take();
         let netns = &self.netns;
         let names = link_names(netns)?;
         let dev_exists = names.contains(&self.dev);
@@ -521,6 +539,7 @@ impl BandwidthGuard {
             }
         }
         tracing::info!(dev = %self.dev, "bandwidth limit removed");
+        drop(owner.and_then(havoc_sys::share::Share::release));
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -580,6 +599,12 @@ pub fn leftovers(netns: &NetNs) -> Result<Vec<ShapeLeftover>, BandwidthError> {
 /// if a user created it). Returns what was removed.
 pub fn remove_leftovers(netns: &NetNs) -> Result<Vec<ShapeLeftover>, BandwidthError> {
     let _lock = edit_lock().map_err(BandwidthError::Lock)?;
+    // A live run or agent still shapes this namespace: nothing here is a leftover.
+    if crate::shaping_owner_name(netns)
+        .is_some_and(|n| havoc_sys::share::held(std::path::Path::new(crate::OWNERS_DIR), &n))
+    {
+        return Ok(Vec::new());
+    }
     let found = leftovers(netns)?;
     for l in &found {
         match l {

@@ -496,6 +496,8 @@ pub struct DelayEngine {
     worker: Option<JoinHandle<()>>,
     accounting: Mutex<Accounting>,
     stopped: bool,
+    /// Held while the rules are ours: a journal-less sweep leaves them alone meanwhile.
+    owner: Option<havoc_sys::share::Share>,
 }
 
 impl std::fmt::Debug for DelayEngine {
@@ -574,7 +576,14 @@ impl DelayEngine {
             worker: Some(handle),
             accounting: Mutex::new(Accounting::default()),
             stopped: false,
+            owner: None,
         };
+        match havoc_sys::share::Share::take(std::path::Path::new(crate::OWNERS_DIR), &engine.tag) {
+            Ok(s) => engine.owner = Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, tag = %engine.tag, "cannot take the owner lock of the delay rules: a concurrent `havoc recover` may remove them")
+            }
+        }
         for family in cfg.families() {
             let rules = cfg.rules(family, queue);
             match iptables::install(&engine.rules_netns, family, &engine.tag, &rules) {
@@ -593,6 +602,14 @@ impl DelayEngine {
 
     pub fn tag(&self) -> &str {
         &self.tag
+    }
+
+    /// Leaves the rules in place as a crash would: the owner lock goes (the kernel drops it
+    /// when a holder dies) and nothing is removed. For crash tests of sweeps and replays.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        drop(self.owner.take());
+        std::mem::forget(self);
     }
 
     pub fn queue_num(&self) -> u16 {
@@ -678,6 +695,7 @@ impl DelayEngine {
         if let Err(e) = result {
             first_err.get_or_insert(DelayError::Iptables(e));
         }
+        drop(self.owner.take().and_then(havoc_sys::share::Share::release));
         // The kernel's drop counters, before the worker unbinds the queue.
         let dropped = queue_proc_stats(&self.rules_netns, self.queue)
             .map(|q| q.queue_dropped + q.user_dropped);

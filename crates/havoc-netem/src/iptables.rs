@@ -640,9 +640,11 @@ pub struct Removed {
 /// never deleted. Returns what was removed.
 pub fn remove_leftovers(netns: &NetNs, tag_prefix: &str) -> Result<Removed, IptablesError> {
     let _lock = lock()?;
+    // What a live run or agent still holds is not a leftover.
     let found: Vec<DelayLeftover> = leftovers(netns)?
         .into_iter()
         .filter(|l| l.tag.starts_with(tag_prefix))
+        .filter(|l| !havoc_sys::share::held(std::path::Path::new(crate::OWNERS_DIR), &l.tag))
         .collect();
     for l in &found {
         remove_jumps(netns, l.family, &l.tag)?;

@@ -10,6 +10,15 @@
 //! `hvifb*` devices, qdisc handle `fa17:`), so `leftovers`/`remove_leftovers` can clean up after
 //! a crashed process.
 
+/// Where live holders of delay rules and shaping keep their shares ([`havoc_sys::share`]): a
+/// sweep without a journal (`havoc recover`) leaves alone what a live run or agent still holds.
+pub const OWNERS_DIR: &str = "/run/havoc/owners";
+
+/// The share a live shaping guard holds in a namespace.
+pub(crate) fn shaping_owner_name(netns: &havoc_sys::netns::NetNs) -> Option<String> {
+    netns.inode().ok().map(|i| format!("shape-{i}"))
+}
+
 pub mod bandwidth;
 pub mod cmd;
 pub mod delay;

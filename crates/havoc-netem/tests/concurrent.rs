@@ -307,7 +307,14 @@ fn empty_table_left_by_a_crash_is_removed_by_the_sweep() {
         },
     )
     .expect("start");
-    std::mem::forget(engine); // a crash: rules, chains and the marked tables stay
+    // While its holder lives, a sweep leaves the rules alone.
+    let kept = iptables::remove_leftovers(&sb.b, "").expect("sweep");
+    assert!(
+        kept.leftovers.is_empty(),
+        "a live engine's rules are no leftovers: {kept:?}"
+    );
+    assert_ne!(sb.snapshot(&sb.b), before);
+    engine.abandon(); // a crash: rules, chains and the marked tables stay, the owner lock goes
     let removed = iptables::remove_leftovers(&sb.b, "").expect("sweep");
     assert_eq!(removed.leftovers.len(), 2, "{removed:?}");
     assert_eq!(removed.tables.len(), 2, "{removed:?}");

@@ -293,7 +293,7 @@ fn forgotten_engine_leftovers_are_found_and_removed() {
         },
     )
     .expect("start delay engine");
-    std::mem::forget(engine); // a crash without cleanup (the thread leaks until exit)
+    engine.abandon(); // a crash without cleanup (the thread leaks until exit)
     let found = iptables::leftovers(&sb.b).expect("list leftovers");
     assert!(
         found
@@ -531,8 +531,8 @@ fn forgotten_bandwidth_guards_leftovers_are_removed() {
         BandwidthConfig::new(5_000_000, ShapeDirection::Egress),
     )
     .expect("apply egress");
-    std::mem::forget(ingress);
-    std::mem::forget(egress);
+    ingress.abandon();
+    egress.abandon();
     let mut found = bandwidth::leftovers(&sb.b).expect("list leftovers");
     found.sort_by_key(|l| format!("{l:?}"));
     assert_eq!(

@@ -8,6 +8,9 @@
 pub mod netlink;
 pub mod netns;
 pub mod process;
+pub mod ptrace;
+pub mod vdso;
+pub mod share;
 
 /// A failed system call, named after the call, with the OS error as its source.
 #[derive(Debug, thiserror::Error)]
