@@ -228,18 +228,52 @@ pub fn wait(pid: i32, nohang: bool) -> Result<Option<(i32, Status)>, SysError> {
         if rc == 0 {
             return Ok(None);
         }
-        let st = if libc::WIFEXITED(status) {
-            Status::Exited(libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            Status::Killed(libc::WTERMSIG(status))
-        } else {
-            Status::Stopped {
-                sig: libc::WSTOPSIG(status),
-                event: (status >> 16) & 0xff,
-            }
-        };
-        return Ok(Some((rc, st)));
+        return Ok(Some((rc, decode(status))));
     }
+}
+
+/// Waits for any tracee of the *calling thread* (`waitpid(-1, __WALL | __WNOTHREAD)`), never
+/// for children of other threads of this process: helper processes are theirs to reap.
+pub fn wait_own_tracee(nohang: bool) -> Result<Option<(i32, Status)>, SysError> {
+    let mut status: libc::c_int = 0;
+    let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: waitpid writes one int to `status`, which points to one.
+        let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if rc == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SysError::new("waitpid", e));
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        return Ok(Some((rc, decode(status))));
+    }
+}
+
+fn decode(status: libc::c_int) -> Status {
+    if libc::WIFEXITED(status) {
+        Status::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Status::Killed(libc::WTERMSIG(status))
+    } else {
+        Status::Stopped {
+            sig: libc::WSTOPSIG(status),
+            event: (status >> 16) & 0xff,
+        }
+    }
+}
+
+/// The pid of the tracer of `pid` (`TracerPid` in /proc/PID/status), 0 when untraced.
+pub fn tracer_of(pid: i32) -> std::io::Result<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(s.lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
 }
 
 /// The thread ids of process `pid` (`/proc/PID/task`).
