@@ -15,10 +15,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod cgroup;
+pub mod io;
 pub mod network;
 pub mod process;
 pub mod procinfo;
 pub mod stress;
+pub mod syscall;
+pub mod time;
 pub mod undo;
 
 pub use undo::UndoAction;
@@ -170,5 +173,10 @@ pub fn build(spec: &havoc_spec::FaultSpec) -> Box<dyn Fault> {
         havoc_spec::FaultSpec::ProcessChaos(p) => Box::new(process::ProcessFault::new(p.clone())),
         havoc_spec::FaultSpec::StressChaos(s) => Box::new(stress::StressFault::new(s.clone())),
         havoc_spec::FaultSpec::NetworkChaos(n) => Box::new(network::NetworkFault::new(n.clone())),
+        havoc_spec::FaultSpec::IOChaos(f) => Box::new(io::IoFault::new(f.clone())),
+        havoc_spec::FaultSpec::TimeChaos(t) => Box::new(time::TimeFault::new(t.clone())),
+        havoc_spec::FaultSpec::SyscallChaos(s) => {
+            Box::new(syscall::SyscallFault::new(s.clone()))
+        }
     }
 }

@@ -34,6 +34,25 @@ pub enum UndoAction {
         netns: std::path::PathBuf,
         dev: String,
     },
+    /// Write the original bytes back into a vDSO patched by TimeChaos, in the target and in every
+    /// process that carries the same patch at the same address (its forks), and compare them.
+    #[serde(rename_all = "camelCase")]
+    RestoreVdso {
+        pid: i32,
+        start_time: u64,
+        vdso_start: u64,
+        edits: Vec<crate::time::VdsoEdit>,
+    },
+    /// Lazily unmount an IOChaos FUSE mount (found by its unique `source` in the mount table of
+    /// the mount namespace `mnt_ns`, entered through `pid` or any process still in it).
+    #[serde(rename_all = "camelCase")]
+    UnmountFuse {
+        pid: i32,
+        start_time: u64,
+        mnt_ns: u64,
+        mount_point: std::path::PathBuf,
+        source: String,
+    },
 }
 
 /// What replaying one record did.
@@ -64,6 +83,15 @@ impl UndoAction {
                     netns.display()
                 )
             }
+            UndoAction::RestoreVdso { pid, .. } => {
+                format!("restore the vDSO clock functions of pid {pid} and its forks")
+            }
+            UndoAction::UnmountFuse {
+                mount_point, pid, ..
+            } => format!(
+                "unmount the IOChaos mount at {} (mount namespace of pid {pid})",
+                mount_point.display()
+            ),
         }
     }
 
@@ -147,6 +175,32 @@ impl UndoAction {
                     ))),
                 }
             }
+            UndoAction::RestoreVdso {
+                pid,
+                vdso_start,
+                edits,
+                ..
+            } => match crate::time::replay_restore(*vdso_start, edits)? {
+                0 => Ok(UndoOutcome::NothingLeft(format!(
+                    "no process carries the vDSO patch of pid {pid}"
+                ))),
+                n => Ok(UndoOutcome::Done(format!(
+                    "restored the vDSO of {n} process(es) (pid {pid} and its forks)"
+                ))),
+            },
+            UndoAction::UnmountFuse {
+                pid,
+                start_time,
+                mnt_ns,
+                mount_point,
+                source,
+            } => match crate::io::unmount_journaled(*pid, *start_time, *mnt_ns, source)? {
+                Some(done) => Ok(UndoOutcome::Done(done)),
+                None => Ok(UndoOutcome::NothingLeft(format!(
+                    "no IOChaos mount at {}",
+                    mount_point.display()
+                ))),
+            },
         }
     }
 }

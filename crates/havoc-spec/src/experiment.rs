@@ -29,7 +29,7 @@ pub const API_VERSION: &str = "havoc.dev/v1alpha1";
 pub const CHAOS_MESH_API_VERSION: &str = "chaos-mesh.org/v1alpha1";
 
 /// The fault kinds, by their manifest `kind`.
-pub const FAULT_KINDS: &[&str] = &["ProcessChaos", "StressChaos", "NetworkChaos"];
+pub const FAULT_KINDS: &[&str] = &["ProcessChaos", "StressChaos", "NetworkChaos", "IOChaos", "TimeChaos", "SyscallChaos"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -98,6 +98,9 @@ pub enum FaultSpec {
     ProcessChaos(ProcessChaos),
     StressChaos(StressChaos),
     NetworkChaos(NetworkChaos),
+    IOChaos(crate::io::IOChaos),
+    TimeChaos(crate::time::TimeChaos),
+    SyscallChaos(crate::syscall::SyscallChaos),
 }
 
 impl FaultSpec {
@@ -106,6 +109,9 @@ impl FaultSpec {
             FaultSpec::ProcessChaos(_) => "ProcessChaos",
             FaultSpec::StressChaos(_) => "StressChaos",
             FaultSpec::NetworkChaos(_) => "NetworkChaos",
+            FaultSpec::IOChaos(_) => "IOChaos",
+            FaultSpec::TimeChaos(_) => "TimeChaos",
+            FaultSpec::SyscallChaos(_) => "SyscallChaos",
         }
     }
 
@@ -114,6 +120,21 @@ impl FaultSpec {
             FaultSpec::ProcessChaos(f) => &f.selector,
             FaultSpec::StressChaos(f) => &f.selector,
             FaultSpec::NetworkChaos(f) => &f.selector,
+            FaultSpec::IOChaos(f) => &f.selector,
+            FaultSpec::TimeChaos(f) => &f.selector,
+            FaultSpec::SyscallChaos(f) => &f.selector,
+        }
+    }
+
+    /// Checks the fault's own fields (selector included); `path` is where the fault sits.
+    pub fn validate(&self, path: &FieldPath, p: &mut Problems) {
+        match self {
+            FaultSpec::ProcessChaos(f) => f.validate(path, p),
+            FaultSpec::StressChaos(f) => f.validate(path, p),
+            FaultSpec::NetworkChaos(f) => f.validate(path, p),
+            FaultSpec::IOChaos(f) => f.validate(path, p),
+            FaultSpec::TimeChaos(f) => f.validate(path, p),
+            FaultSpec::SyscallChaos(f) => f.validate(path, p),
         }
     }
 
@@ -168,6 +189,9 @@ impl FaultSpec {
                 }
                 parts.join(" + ")
             }
+            FaultSpec::IOChaos(io) => io.summary(),
+            FaultSpec::TimeChaos(t) => t.summary(),
+            FaultSpec::SyscallChaos(s) => s.summary(),
         }
     }
 }
@@ -523,6 +547,9 @@ pub fn load_fault(
         Some("ProcessChaos") => from_node(&rest, path).map(FaultSpec::ProcessChaos),
         Some("StressChaos") => from_node(&rest, path).map(FaultSpec::StressChaos),
         Some("NetworkChaos") => from_node(&rest, path).map(FaultSpec::NetworkChaos),
+        Some("IOChaos") => from_node(&rest, path).map(FaultSpec::IOChaos),
+        Some("TimeChaos") => from_node(&rest, path).map(FaultSpec::TimeChaos),
+        Some("SyscallChaos") => from_node(&rest, path).map(FaultSpec::SyscallChaos),
         Some(other) => {
             let hint = de::closest(other, FAULT_KINDS)
                 .map(|c| format!("did you mean `{c}`? "))
@@ -638,6 +665,9 @@ pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
             FaultSpec::ProcessChaos(pc) => pc.validate(&fp, p),
             FaultSpec::StressChaos(sc) => sc.validate(&fp, p),
             FaultSpec::NetworkChaos(nc) => nc.validate(&fp, p),
+            FaultSpec::IOChaos(io) => io.validate(&fp, p),
+            FaultSpec::TimeChaos(t) => t.validate(&fp, p),
+            FaultSpec::SyscallChaos(s) => s.validate(&fp, p),
         }
     }
 }

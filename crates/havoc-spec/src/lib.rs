@@ -13,6 +13,7 @@
 pub mod de;
 pub mod error;
 pub mod experiment;
+pub mod io;
 pub mod network;
 pub mod path;
 pub mod probe;
@@ -20,6 +21,8 @@ pub mod process;
 pub mod selector;
 pub mod source;
 pub mod stress;
+pub mod syscall;
+pub mod time;
 pub mod units;
 pub mod yaml;
 

@@ -5,6 +5,7 @@
 //! dedicated thread, signals, and the pre-exec glue that ties a helper process's life to ours.
 //! It knows nothing about experiments.
 
+pub mod mount;
 pub mod netlink;
 pub mod netns;
 pub mod process;
