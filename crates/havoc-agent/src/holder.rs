@@ -344,7 +344,8 @@ fn hold(
             let _ = journal.finish();
             let _ = reply.send(Err(match e {
                 havoc_faults::FaultError::TargetGone { .. }
-                | havoc_faults::FaultError::Refused { .. } => HoldError::Precondition(chain(&e)),
+                | havoc_faults::FaultError::Refused { .. }
+                | havoc_faults::FaultError::Conflict { .. } => HoldError::Precondition(chain(&e)),
                 _ => HoldError::Failed(chain(&e)),
             }));
             return;
@@ -365,7 +366,11 @@ fn hold(
         owner: req.owner.clone(),
         api_target: req.api_target.clone(),
         pid: req.pid,
-        injected_unix_ms: now_ms(),
+        // When the fault was in effect: the caller counts the duration from here.
+        injected_unix_ms: inj
+            .in_effect_since()
+            .map(|i| now_ms() - i.elapsed().as_millis() as i64)
+            .unwrap_or_else(now_ms),
         ttl_ms: AtomicU64::new(req.ttl.as_millis() as u64),
         expires_unix_ms: AtomicI64::new(now_ms() + req.ttl.as_millis() as i64),
         effect: Mutex::new(inj.effect()),

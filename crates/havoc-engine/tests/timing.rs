@@ -3,57 +3,16 @@
 //! slow injection or recovery never moves another fault's window. Pauses of one process by
 //! several runs compose, and a process stopped by someone else is a per-target conflict.
 
-use std::process::{Child, Command};
+mod common;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{misbehave, root, state, Misbehave, Sleeper};
 use havoc_engine::report::{RunReport, Verdict};
 use havoc_engine::{RunConfig, StopFlag};
-use havoc_faults::{Context, Fault, FaultError, Injection, Target, UndoAction};
-
-fn root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the engine timing tests need root, and CI runs as root"
-        );
-        eprintln!("SKIPPED: the engine timing tests need root");
-    }
-    root
-}
-
-struct Sleeper(Child);
-impl Sleeper {
-    fn new() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("300")
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-}
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn state(pid: i32) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit_once(')')?.1.trim_start().chars().next()
-}
 
 /// Samples a process's state every 0.5 ms and returns the intervals it was stopped.
 struct Watch {
@@ -99,50 +58,6 @@ impl Watch {
             .into_iter()
             .map(|(a, b)| b - a)
             .collect()
-    }
-}
-
-/// A real fault that takes its time to inject and to recover.
-struct Slow {
-    inner: Box<dyn Fault>,
-    inject: Duration,
-    recover: Duration,
-}
-
-struct SlowInjection {
-    inner: Box<dyn Injection>,
-    recover: Duration,
-}
-
-impl Fault for Slow {
-    fn check(&self, t: &Target) -> Result<(), FaultError> {
-        self.inner.check(t)
-    }
-    fn undo_plan(&self, t: &Target) -> Vec<UndoAction> {
-        self.inner.undo_plan(t)
-    }
-    fn inject(&self, t: &Target, ctx: &Context) -> Result<Box<dyn Injection>, FaultError> {
-        std::thread::sleep(self.inject);
-        Ok(Box::new(SlowInjection {
-            inner: self.inner.inject(t, ctx)?,
-            recover: self.recover,
-        }))
-    }
-    fn requested(&self) -> String {
-        self.inner.requested()
-    }
-}
-
-impl Injection for SlowInjection {
-    fn in_effect_since(&self) -> Option<Instant> {
-        self.inner.in_effect_since()
-    }
-    fn effect(&self) -> havoc_faults::Effect {
-        self.inner.effect()
-    }
-    fn recover(&mut self) -> Result<(), FaultError> {
-        std::thread::sleep(self.recover);
-        self.inner.recover()
     }
 }
 
@@ -194,16 +109,20 @@ fn a_slow_injection_or_recovery_never_moves_another_fault() {
             ("plain", c.pid(), "1s"),
         ],
     ));
-    let wrap = |f: &mut havoc_engine::run::PlannedFault, inject: u64, recover: u64| {
-        let inner = std::mem::replace(&mut f.fault, havoc_faults::build(&f.entry.spec));
-        f.fault = Box::new(Slow {
-            inner,
-            inject: Duration::from_millis(inject),
-            recover: Duration::from_millis(recover),
-        });
-    };
-    wrap(&mut p.faults[0], 700, 0);
-    wrap(&mut p.faults[1], 0, 700);
+    misbehave(
+        &mut p.faults[0],
+        Misbehave {
+            inject_delay: Duration::from_millis(700),
+            ..Default::default()
+        },
+    );
+    misbehave(
+        &mut p.faults[1],
+        Misbehave {
+            recover_delay: Duration::from_millis(700),
+            ..Default::default()
+        },
+    );
     let (wa, wb, wc) = (
         Watch::start(a.pid()),
         Watch::start(b.pid()),
