@@ -69,7 +69,12 @@ fn target_of(p: &Reaped) -> Target {
     let pid = p.0.id() as i32;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let after = stat.rsplit_once(')').expect("comm").1;
-    let start_time: u64 = after.split_whitespace().nth(19).expect("field").parse().expect("n");
+    let start_time: u64 = after
+        .split_whitespace()
+        .nth(19)
+        .expect("field")
+        .parse()
+        .expect("n");
     Target::Process {
         pid,
         start_time,
@@ -162,10 +167,20 @@ fn latency_median_within_5_percent_only_on_matching_paths_and_methods() {
     );
     let err = (ms.as_secs_f64() - 0.020).abs() / 0.020;
     assert!(err <= 0.05, "median {ms:?} is not within 5% of 20ms");
-    assert!(mq < Duration::from_millis(5), "non-matching path delayed: {mq:?}");
-    assert!(writes < Duration::from_millis(200), "writes delayed: {writes:?}");
+    assert!(
+        mq < Duration::from_millis(5),
+        "non-matching path delayed: {mq:?}"
+    );
+    assert!(
+        writes < Duration::from_millis(200),
+        "writes delayed: {writes:?}"
+    );
     assert_eq!(e.metrics["ops_delayed"], 200.0);
-    assert!((e.metrics["delay_mean_ms"] - 20.0).abs() < 1.0, "{:?}", e.metrics);
+    assert!(
+        (e.metrics["delay_mean_ms"] - 20.0).abs() < 1.0,
+        "{:?}",
+        e.metrics
+    );
     assert_eq!(e.metrics["delay_mean_ms_requested"], 20.0);
     drop((slow, fast));
     inj.recover().expect("recover");
@@ -234,7 +249,10 @@ fn stat_sees_overridden_attributes_and_recovery_restores_them() {
     assert!(inj.effect().metrics["attrs_overridden"] >= 2.0);
     inj.recover().expect("recover");
     let m = std::fs::metadata(dir.path().join("a")).expect("stat");
-    assert_eq!((m.mode(), m.uid(), m.size()), (real.mode(), real.uid(), real.size()));
+    assert_eq!(
+        (m.mode(), m.uid(), m.size()),
+        (real.mode(), real.uid(), real.size())
+    );
 }
 
 #[test]
@@ -257,7 +275,10 @@ fn mistake_bytes_read_are_counted_exactly() {
     eprintln!("{differ} bytes differ; {}", e.summary);
     assert_eq!(got.len(), data.len());
     assert!(differ > 0.0);
-    assert_eq!(e.metrics["bytes_altered"], differ, "every altered byte counted");
+    assert_eq!(
+        e.metrics["bytes_altered"], differ,
+        "every altered byte counted"
+    );
     inj.recover().expect("recover");
     assert_eq!(
         std::fs::read(dir.path().join("d")).expect("read"),
@@ -267,8 +288,9 @@ fn mistake_bytes_read_are_counted_exactly() {
 }
 
 fn checksum(b: &[u8]) -> u64 {
-    b.iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ *x as u64).wrapping_mul(0x0100_0000_01b3))
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ *x as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[test]
@@ -285,7 +307,9 @@ fn data_written_under_faults_lands_in_the_real_files() {
     let mut inj = f.inject(&target_of(&target), &ctx()).expect("inject");
     let mut expected = Vec::new();
     for i in 0..20u32 {
-        let body: Vec<u8> = (0..(64 * 1024 + i * 977)).map(|j| (j * 31 + i) as u8).collect();
+        let body: Vec<u8> = (0..(64 * 1024 + i * 977))
+            .map(|j| (j * 31 + i) as u8)
+            .collect();
         let p = dir.path().join(format!("sub{}", i % 3));
         std::fs::create_dir_all(&p).expect("mkdir");
         let mut w = std::fs::File::create(p.join(format!("f{i}"))).expect("create");
@@ -317,22 +341,35 @@ fn a_private_mount_namespace_is_faulted_and_the_host_is_not() {
     let pid = target.0.id();
     // The target's namespace is private to this test: its whole table must come back.
     let before = mountinfo(pid);
-    let f = fault("  action: fault\n  errno: EACCES\n  methods: [open]\n", dir.path());
+    let f = fault(
+        "  action: fault\n  errno: EACCES\n  methods: [open]\n",
+        dir.path(),
+    );
     let mut inj = f.inject(&target_of(&target), &ctx()).expect("inject");
-    assert_eq!(havoc_mounts(pid, dir.path()), 1, "the target sees the mount");
+    assert_eq!(
+        havoc_mounts(pid, dir.path()),
+        1,
+        "the target sees the mount"
+    );
     assert_eq!(
         havoc_mounts(std::process::id(), dir.path()),
         0,
         "the host does not"
     );
-    assert_eq!(std::fs::read(dir.path().join("x")).expect("host read"), b"data");
-    let inside = PathBuf::from(format!("/proc/{pid}/root")).join(
-        dir.path().join("x").strip_prefix("/").expect("abs"),
+    assert_eq!(
+        std::fs::read(dir.path().join("x")).expect("host read"),
+        b"data"
     );
+    let inside = PathBuf::from(format!("/proc/{pid}/root"))
+        .join(dir.path().join("x").strip_prefix("/").expect("abs"));
     let err = std::fs::read(&inside).expect_err("target's open fails");
     assert_eq!(err.raw_os_error(), Some(13));
     inj.recover().expect("recover");
-    assert_eq!(mountinfo(pid), before, "mount table identical after recovery");
+    assert_eq!(
+        mountinfo(pid),
+        before,
+        "mount table identical after recovery"
+    );
     assert_eq!(std::fs::read(&inside).expect("after"), b"data");
 }
 
@@ -347,7 +384,10 @@ fn files_already_open_are_named_and_unaffected() {
     let target = Reaped(
         Command::new("sh")
             .arg("-c")
-            .arg(format!("exec 3<{}/held; exec sleep 300", dir.path().display()))
+            .arg(format!(
+                "exec 3<{}/held; exec sleep 300",
+                dir.path().display()
+            ))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn"),
@@ -355,9 +395,15 @@ fn files_already_open_are_named_and_unaffected() {
     let pid = target.0.id();
     let t0 = Instant::now();
     while std::fs::read_link(format!("/proc/{pid}/fd/3")).is_err()
-        || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep"
+        || std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            != "sleep"
     {
-        assert!(t0.elapsed() < Duration::from_secs(5), "target did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "target did not start"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let f = fault("  action: fault\n  errno: EIO\n", dir.path());

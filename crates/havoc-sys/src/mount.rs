@@ -196,3 +196,19 @@ pub fn open_dir_path(path: &Path) -> Result<OwnedFd, SysError> {
     )
     .map_err(|e| SysError::new("open(O_PATH|O_DIRECTORY)", e))
 }
+
+/// Lazily unmounts the topmost mount at `path` (in the calling thread's mount namespace),
+/// without following a final symlink. Works on a FUSE mount whose server is gone: unlike
+/// [`unmount_root_detach`] it never asks the file system anything.
+pub fn unmount_path_detach(path: &Path) -> Result<(), SysError> {
+    let p = cstring("umount2", path.as_os_str().as_bytes())?;
+    // SAFETY: `p` is a NUL-terminated string alive for the call.
+    let rc = unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
+    if rc != 0 {
+        return Err(SysError::new(
+            "umount2(MNT_DETACH)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -191,7 +191,10 @@ pub fn unmount_journaled(
                     mp.display()
                 ));
             }
-            mount::unmount_root_detach(fd.as_fd()).map_err(|e| chain(&e))
+            // By path: the server is usually dead, and asking the mount anything (fchdir's
+            // permission check) would fail with ENOTCONN. The check above made it ours.
+            drop(fd);
+            mount::unmount_path_detach(&mp).map_err(|e| chain(&e))
         })
         .map_err(|e| FaultError::Other(chain(&e)))?;
     r.map_err(|e| {
