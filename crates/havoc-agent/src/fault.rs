@@ -107,11 +107,7 @@ pub fn parse_fault_json(src: &str) -> Result<RequestedFault, SpecErrors> {
     let entry =
         load_fault(&spec, &spec_path, Some((&kind, "agent".to_string()))).map_err(SpecErrors)?;
     let mut p = Problems::new();
-    match &entry.spec {
-        FaultSpec::ProcessChaos(f) => f.validate(&spec_path, &mut p),
-        FaultSpec::StressChaos(f) => f.validate(&spec_path, &mut p),
-        FaultSpec::NetworkChaos(f) => f.validate(&spec_path, &mut p),
-    }
+    entry.spec.validate(&spec_path, &mut p);
     let selector = spec_path.key("selector");
     let sel = selector.to_string();
     let problems: Vec<SpecError> = p

@@ -135,11 +135,7 @@ pub fn parse_config(src: &str) -> Result<SidecarConfig, SpecErrors> {
                 match load_fault(&item.without_keys(&["probability"]), &fp, None) {
                     Err(e) => errors.extend(e),
                     Ok(entry) => {
-                        match &entry.spec {
-                            FaultSpec::ProcessChaos(f) => f.validate(&fp, &mut p),
-                            FaultSpec::StressChaos(f) => f.validate(&fp, &mut p),
-                            FaultSpec::NetworkChaos(f) => f.validate(&fp, &mut p),
-                        }
+                        entry.spec.validate(&fp, &mut p);
                         if entry.after.is_some() {
                             p.add(
                                 &fp.key("after"),
