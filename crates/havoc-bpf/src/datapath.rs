@@ -530,6 +530,9 @@ fn spare() -> std::sync::MutexGuard<'static, Spare> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Signalled when a prewarm ends (ready or failed).
+static SPARE_DONE: std::sync::Condvar = std::sync::Condvar::new();
+
 /// Loads and verifies one classifier on a background thread, so that the next
 /// [`Datapath::attach`] in this process only attaches it (it saves the object load and the
 /// verifier, a few ms). With `keep_warm`, every attach that uses the spare loads the next one
@@ -554,16 +557,30 @@ pub fn prewarm(keep_warm: bool) {
                 Ok(l) => s.ready = Some(l),
                 Err(e) => tracing::debug!(error = %e, "prewarming the classifier failed"),
             }
+            SPARE_DONE.notify_all();
         });
     if spawned.is_err() {
         spare().loading = false;
+        SPARE_DONE.notify_all();
     }
 }
 
-/// The spare if one is ready, else a classifier loaded now.
+/// The spare if one is ready or being loaded (waiting for it costs less than a second load
+/// competing with it for the CPU and the loader), else a classifier loaded now.
 fn take_loaded() -> Result<Loaded, BpfError> {
     let (ready, keep_warm) = {
         let mut s = spare();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while s.loading && s.ready.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = SPARE_DONE
+                .wait_timeout(s, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
         (s.ready.take(), s.keep_warm)
     };
     if keep_warm {
