@@ -15,6 +15,7 @@ use havoc_spec::{FieldPath, SpecError, SpecErrors};
 use kube::core::ObjectMeta;
 use serde::Serialize;
 
+use crate::chaos_mesh;
 use crate::crd::{
     NetworkChaos, NetworkChaosSpec, PodChaos, PodChaosSpec, StressChaos, StressChaosSpec,
     API_VERSION,
@@ -30,14 +31,9 @@ pub const KINDS: &[&str] = &["PodChaos", "NetworkChaos", "StressChaos"];
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ("*", "remoteCluster", "multi-cluster chaos is not supported: apply the object in the target cluster"),
     ("*", "scheduler", "scheduling inside a chaos object is not supported: use a Schedule or a CronJob that applies it"),
-    ("NetworkChaos", "target", "the other side of the traffic (`target`) is not supported yet: use externalTargets with IP addresses or CIDRs"),
-    ("NetworkChaos", "targetDevice", "`targetDevice` goes with `target`, which is not supported yet"),
-    ("NetworkChaos", "bandwidth.peakrate", "peakrate is not supported: Havoc's TBF shapes to `rate` only"),
-    ("NetworkChaos", "bandwidth.minburst", "minburst is not supported: Havoc's TBF shapes to `rate` only"),
-    ("StressChaos", "stressngStressors", "raw stress-ng options are not supported: use stressors.cpu and stressors.memory"),
-    ("StressChaos", "stressors.cpu.options", "raw stress-ng options are not supported: use workers and load"),
-    ("StressChaos", "stressors.memory.options", "raw stress-ng options are not supported: use workers and size"),
-    ("StressChaos", "stressors.memory.oomScoreAdj", "oomScoreAdj is not supported: the stress workers keep the container's OOM score"),
+    ("NetworkChaos", "bandwidth.peakrate", "peakrate is not supported: Havoc's TBF shapes to `rate` only (a second bucket needs a field in havoc-spec's BandwidthSpec)"),
+    ("NetworkChaos", "bandwidth.minburst", "minburst is not supported: it sizes the peakrate bucket, and Havoc shapes to `rate` only"),
+    ("StressChaos", "stressors.memory.oomScoreAdj", "oomScoreAdj is not supported: Havoc's memory workers cannot set their OOM score yet (needs a field in havoc-spec's MemoryStressor); remove it"),
 ];
 
 /// Metadata keys a user writes; the others are the API server's and are left out.
@@ -130,6 +126,15 @@ pub fn is_kubernetes_document(doc: &Node) -> bool {
         .and_then(Node::as_scalar)
         .unwrap_or_default();
     if kind == "PodChaos" {
+        return true;
+    }
+    // Chaos Mesh objects are Kubernetes objects whatever their selector (`selector: {}` is all
+    // pods of the object's namespace).
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Node::as_scalar)
+        .unwrap_or_default();
+    if api_version == CHAOS_MESH_API_VERSION && KINDS.contains(&kind) {
         return true;
     }
     if !KINDS.contains(&kind) {
@@ -359,6 +364,12 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
     };
     unsupported(&kind, spec, &sp, &mut errors);
     let spec = strip_unsupported(&kind, spec);
+    let chaos_mesh = api_version.as_deref() == Some(CHAOS_MESH_API_VERSION);
+    let (spec, pending) = if chaos_mesh {
+        chaos_mesh::prepare(&kind, &spec, &sp, &mut errors)
+    } else {
+        (spec, chaos_mesh::Pending::default())
+    };
     let mut p = Problems::new();
     let manifest = match kind.as_str() {
         "PodChaos" => from_node::<PodChaosSpec>(&spec, &sp).map(|s| {
@@ -369,7 +380,10 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
                 status: None,
             })
         }),
-        "NetworkChaos" => from_node::<NetworkChaosSpec>(&spec, &sp).map(|s| {
+        "NetworkChaos" => from_node::<NetworkChaosSpec>(&spec, &sp).map(|mut s| {
+            if chaos_mesh {
+                chaos_mesh::finish_network(&mut s, &pending);
+            }
             s.validate_spec(&sp, &mut p);
             Manifest::NetworkChaos(NetworkChaos {
                 metadata: meta,
@@ -377,7 +391,12 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
                 status: None,
             })
         }),
-        _ => from_node::<StressChaosSpec>(&spec, &sp).map(|s| {
+        _ => from_node::<StressChaosSpec>(&spec, &sp).map(|mut s| {
+            if chaos_mesh {
+                for (path, message) in chaos_mesh::finish_stress(&mut s, &pending, &sp) {
+                    p.add(&path, message);
+                }
+            }
             s.validate_spec(&sp, &mut p);
             Manifest::StressChaos(StressChaos {
                 metadata: meta,
@@ -440,18 +459,40 @@ struct Out<'a, S: Serialize> {
 
 fn to_yaml(m: &Manifest) -> String {
     fn y<S: Serialize>(kind: &'static str, meta: &ObjectMeta, spec: &S) -> String {
-        serde_yaml_ng::to_string(&Out {
+        let mut v = serde_json::to_value(Out {
             api_version: API_VERSION,
             kind,
             metadata: meta,
             spec,
         })
-        .expect("a chaos object serializes to YAML")
+        .expect("a chaos object serializes");
+        go_durations(&mut v["spec"]);
+        serde_yaml_ng::to_string(&v).expect("a chaos object serializes to YAML")
     }
     match m {
         Manifest::PodChaos(o) => y("PodChaos", &o.metadata, &o.spec),
         Manifest::NetworkChaos(o) => y("NetworkChaos", &o.metadata, &o.spec),
         Manifest::StressChaos(o) => y("StressChaos", &o.metadata, &o.spec),
+    }
+}
+
+/// Rewrites the durations of a spec (`duration`, `delay.latency`, `delay.jitter`) as Go writes
+/// them, which the CRD's pattern and CEL accept (`1m30s`, not humantime's `1m 30s`).
+fn go_durations(spec: &mut serde_json::Value) {
+    fn fix(v: Option<&mut serde_json::Value>) {
+        if let Some(v) = v {
+            if let Some(d) = v
+                .as_str()
+                .and_then(|s| s.parse::<havoc_spec::units::HumanDuration>().ok())
+            {
+                *v = serde_json::Value::String(chaos_mesh::go_duration(d.0));
+            }
+        }
+    }
+    fix(spec.get_mut("duration"));
+    if let Some(d) = spec.get_mut("delay") {
+        fix(d.get_mut("latency"));
+        fix(d.get_mut("jitter"));
     }
 }
 
@@ -599,8 +640,9 @@ mod tests {
         };
         let f = o.spec.fault();
         assert_eq!(o.mode(), crate::Mode::RandomMaxPercent(50));
-        assert_eq!(f.direction, havoc_spec::network::Direction::Both);
-        assert_eq!(f.external_targets, ["10.0.0.0/8", "1.2.3.4"]);
+        // Without a target Chaos Mesh's netem acts on egress only, whatever the direction.
+        assert_eq!(f.direction, havoc_spec::network::Direction::To);
+        assert_eq!(f.external_targets, ["1.2.3.4", "10.0.0.0/8"]);
         assert_eq!(f.device.as_deref(), Some("eth0"));
         assert_eq!(
             (
@@ -661,26 +703,25 @@ mod tests {
     fn unsupported_fields_are_errors_with_positions() {
         let src = cm(
             "StressChaos",
-            "  remoteCluster: east\n  stressngStressors: --cpu 1\n  stressors:\n    cpu: { workers: 1, options: [\"--cpu-method all\"] }\n    memory: { size: 1GB, oomScoreAdj: -1000 }\n",
+            "  remoteCluster: east\n  stressors:\n    cpu: { workers: 1, options: [\"--cpu-method all\"] }\n    memory: { size: 1GB, oomScoreAdj: -1000 }\n",
         );
         let e = convert(&src).unwrap_err();
         let text = e.render("cm.yaml");
         for want in [
             "cm.yaml:25:3: spec.remoteCluster: unsupported Chaos Mesh field: multi-cluster",
-            "cm.yaml:26:3: spec.stressngStressors: unsupported Chaos Mesh field",
-            "cm.yaml:28:24: spec.stressors.cpu.options: unsupported Chaos Mesh field",
-            "cm.yaml:29:26: spec.stressors.memory.oomScoreAdj: unsupported Chaos Mesh field",
+            "spec.stressors.cpu.options: stress-ng option `--cpu-method` has no Havoc equivalent",
+            "cm.yaml:28:26: spec.stressors.memory.oomScoreAdj: unsupported Chaos Mesh field: oomScoreAdj",
         ] {
             assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
-        let net = cm("NetworkChaos", "  action: bandwidth\n  target:\n    mode: all\n  bandwidth: { rate: 1mbps, peakrate: 2 }\n");
+        let net = cm(
+            "NetworkChaos",
+            "  action: bandwidth\n  bandwidth: { rate: 1mbps, peakrate: 2, minburst: 3 }\n",
+        );
         let text = convert(&net).unwrap_err().render("n.yaml");
         assert!(
-            text.contains("spec.target: unsupported Chaos Mesh field: the other side"),
-            "{text}"
-        );
-        assert!(
-            text.contains("spec.bandwidth.peakrate: unsupported"),
+            text.contains("spec.bandwidth.peakrate: unsupported")
+                && text.contains("spec.bandwidth.minburst: unsupported"),
             "{text}"
         );
         let typo = cm("NetworkChaos", "  action: loss\n  los: { loss: \"1\" }\n");
@@ -689,6 +730,330 @@ mod tests {
             text.contains("t.yaml:26:3: spec.los: unknown field `los`: did you mean `loss`?"),
             "{text}"
         );
+    }
+
+    fn network(spec: &str) -> crate::NetworkChaos {
+        match round_trip(&cm("NetworkChaos", spec)) {
+            Manifest::NetworkChaos(o) => o,
+            m => panic!("not a NetworkChaos: {m:?}"),
+        }
+    }
+
+    fn stress(spec: &str) -> crate::StressChaos {
+        match round_trip(&cm("StressChaos", spec)) {
+            Manifest::StressChaos(o) => o,
+            m => panic!("not a StressChaos: {m:?}"),
+        }
+    }
+
+    fn refused(kind: &str, spec: &str) -> String {
+        convert(&cm(kind, spec))
+            .map(|out| panic!("converted, expected an error:\n{out}"))
+            .unwrap_err()
+            .render("cm.yaml")
+    }
+
+    #[test]
+    fn target_keeps_chaos_mesh_direction_between_selected_and_target_pods() {
+        use havoc_spec::network::Direction as D;
+        // Chaos Mesh: `to` = packets from the selected pods to the target pods, `from` = from the
+        // target pods to the selected ones, `both`. Havoc hits the same packets on the selected
+        // pods' side: sent to (to), received from (from) the target pods' addresses.
+        for action in [
+            "delay\n  delay: { latency: 50ms }",
+            "loss\n  loss: { loss: \"10\" }",
+            "duplicate\n  duplicate: { duplicate: \"5\" }",
+            "corrupt\n  corrupt: { corrupt: \"5\" }",
+            "bandwidth\n  bandwidth: { rate: 1mbps, limit: 10000, buffer: 1000 }",
+            "partition",
+        ] {
+            for (cm_dir, want) in [("to", D::To), ("from", D::From), ("both", D::Both)] {
+                let o = network(&format!(
+                    "  action: {action}\n  direction: {cm_dir}\n  target:\n    mode: fixed\n    value: \"2\"\n    selector:\n      namespaces: [db]\n      labelSelectors: {{app: pg}}\n"
+                ));
+                assert_eq!(o.spec.direction, want, "{action} {cm_dir}");
+                let t = o.spec.target.as_ref().expect("target kept");
+                assert_eq!(t.mode(), crate::Mode::Fixed(2));
+                assert_eq!(t.selector.namespaces, ["db"]);
+                assert_eq!(t.selector.label_selectors["app"], "pg");
+                let look = o.lookups().expect("target pods are looked up");
+                assert_eq!(look.target.as_ref(), Some(t));
+                let f = o.spec.fault_with_peers(&["10.2.0.7".parse().unwrap()]);
+                assert_eq!(
+                    (f.direction, f.external_targets),
+                    (want, vec!["10.2.0.7".into()])
+                );
+            }
+        }
+        // A target with no selector namespace looks in the object's namespace, as in Chaos Mesh.
+        let o = network("  action: partition\n  target:\n    mode: all\n    selector: {}\n");
+        let t = o.spec.target.unwrap();
+        assert_eq!(t.selector.target_namespaces("shop"), ["shop"]);
+        assert_eq!(t.mode(), crate::Mode::All);
+    }
+
+    #[test]
+    fn direction_without_target_means_what_it_means_in_chaos_mesh() {
+        use havoc_spec::network::Direction as D;
+        let cases: [(&str, &str, Option<D>); 6] = [
+            ("loss\n  loss: { loss: \"1\" }", "to", Some(D::To)),
+            ("loss\n  loss: { loss: \"1\" }", "both", Some(D::To)),
+            ("delay\n  delay: { latency: 1s }", "from", None),
+            ("partition", "to", Some(D::To)),
+            ("partition", "from", Some(D::From)),
+            ("partition", "both", Some(D::Both)),
+        ];
+        for (action, dir, want) in cases {
+            let spec = format!("  action: {action}\n  direction: {dir}\n");
+            match want {
+                Some(d) => assert_eq!(network(&spec).spec.direction, d, "{action} {dir}"),
+                None => assert!(
+                    refused("NetworkChaos", &spec).contains(
+                        "spec.direction: direction `from` without target injects nothing"
+                    ),
+                    "{action} {dir}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn external_targets_take_host_names_and_ports() {
+        use crate::crd::PeerHost;
+        // (entry, host name to look up, literal address, port)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<u16>);
+        let cases: [Case; 8] = [
+            ("10.0.0.0/8", None, Some("10.0.0.0/8"), None),
+            ("1.2.3.4", None, Some("1.2.3.4"), None),
+            ("fd00::/64", None, Some("fd00::/64"), None),
+            ("db.example.com", Some("db.example.com"), None, None),
+            ("DB.Example.com.", Some("db.example.com"), None, None),
+            (
+                "db.example.com:5432",
+                Some("db.example.com"),
+                None,
+                Some(5432),
+            ),
+            ("1.2.3.4:80", None, Some("1.2.3.4"), Some(80)),
+            ("[fd00::1]:443", None, Some("fd00::1"), Some(443)),
+        ];
+        for (entry, name, literal, port) in cases {
+            let o = network(&format!(
+                "  action: loss\n  loss: {{ loss: \"1\" }}\n  externalTargets: [\"{entry}\"]\n"
+            ));
+            let peers = o.spec.peers();
+            assert_eq!(peers.len(), 1, "{entry}");
+            assert_eq!(peers[0].port, port, "{entry}");
+            match (&peers[0].host, name, literal) {
+                (PeerHost::Name(n), Some(want), None) => {
+                    assert_eq!(n, want);
+                    assert_eq!(o.lookups().unwrap().names, [want]);
+                    // Until looked up, the fault names no address (the operator resolves first).
+                    assert!(o.spec.fault().external_targets.is_empty());
+                }
+                (PeerHost::Cidr(_), None, Some(want)) => {
+                    assert!(o.lookups().is_none(), "{entry}: nothing to look up");
+                    assert_eq!(o.spec.fault().external_targets, [want], "{entry}");
+                }
+                other => panic!("{entry}: {other:?}"),
+            }
+            let f = o.spec.fault_with_peers(&["192.0.2.1".parse().unwrap()]);
+            assert_eq!(f.ports, port.into_iter().collect::<Vec<_>>(), "{entry}");
+        }
+        for (list, want) in [
+            ("[\"bad host!\"]", "spec.externalTargets[0]: `bad host!` is not an IP address, CIDR or host name"),
+            ("[\"1.2.3.4:0\"]", "spec.externalTargets[0]: `1.2.3.4:0`: the port must be 1..=65535"),
+            ("[\"a.example:80\", \"b.example:81\"]", "spec.externalTargets: entries with a port must all name the same port (got 80, 81)"),
+            ("[\"a.example:80\", \"10.0.0.0/8\"]", "spec.externalTargets[1]: give this entry a port too (`:80`)"),
+        ] {
+            let text = refused("NetworkChaos", &format!("  action: loss\n  loss: {{ loss: \"1\" }}\n  externalTargets: {list}\n"));
+            assert!(text.contains(want), "{list}: {text}");
+        }
+    }
+
+    #[test]
+    fn rate_becomes_a_bandwidth_limit() {
+        let o = network("  action: rate\n  rate: { rate: 1mbps }\n");
+        assert_eq!(o.spec.action, havoc_spec::network::NetworkAction::Bandwidth);
+        assert_eq!(o.spec.bandwidth.as_ref().unwrap().rate.0, 8_000_000);
+        let o = network("  action: netem\n  rate: { rate: 100kbit }\n  delay: { latency: 10ms }\n");
+        assert_eq!(o.spec.bandwidth.as_ref().unwrap().rate.0, 100_000);
+        assert!(o.spec.delay.is_some());
+        for (spec, want) in [
+            (
+                "  action: rate\n",
+                "spec.rate: is required with action rate",
+            ),
+            (
+                "  action: rate\n  rate: { rate: fast }\n",
+                "spec.rate.rate:",
+            ),
+            (
+                "  action: rate\n  rate: { rate: 1mbps }\n  bandwidth: { rate: 1mbps }\n",
+                "spec.rate: give either rate or bandwidth",
+            ),
+            (
+                "  action: loss\n  loss: { loss: \"1\" }\n  rate: { rate: 1mbps }\n",
+                "spec.rate: rate only applies to actions rate and netem",
+            ),
+        ] {
+            let text = refused("NetworkChaos", spec);
+            assert!(text.contains(want), "{spec}: {text}");
+        }
+    }
+
+    #[test]
+    fn device_is_kept_and_target_device_only_where_chaos_mesh_ignores_it() {
+        let o = network("  action: loss\n  loss: { loss: \"1\" }\n  device: eth1\n");
+        assert_eq!(o.spec.device.as_deref(), Some("eth1"));
+        // netem `to`: Chaos Mesh injects on the selected pods only and never reads targetDevice.
+        let o = network("  action: loss\n  loss: { loss: \"1\" }\n  direction: to\n  targetDevice: eth1\n  target: { mode: all, selector: {} }\n");
+        assert!(o.spec.target.is_some());
+        for spec in [
+            "  action: loss\n  loss: { loss: \"1\" }\n  direction: from\n  targetDevice: eth1\n  target: { mode: all, selector: {} }\n",
+            "  action: loss\n  loss: { loss: \"1\" }\n  direction: both\n  targetDevice: eth1\n  target: { mode: all, selector: {} }\n",
+            "  action: partition\n  direction: to\n  targetDevice: eth1\n  target: { mode: all, selector: {} }\n",
+        ] {
+            let text = refused("NetworkChaos", spec);
+            assert!(
+                text.contains("spec.targetDevice: unsupported Chaos Mesh field: Havoc injects on the selected pods' side only"),
+                "{spec}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_leaves_checksums_broken_as_netem_does() {
+        let o = network("  action: corrupt\n  corrupt: { corrupt: \"20\", correlation: \"5\" }\n");
+        let c = o.spec.corrupt.unwrap();
+        assert_eq!(c.checksum, havoc_spec::network::ChecksumMode::Break);
+        assert_eq!((c.corrupt.value(), c.correlation.value()), (20.0, 5.0));
+        let out = convert(&cm(
+            "NetworkChaos",
+            "  action: corrupt\n  corrupt: { corrupt: \"20\" }\n",
+        ))
+        .unwrap();
+        assert!(out.contains("checksum: break"), "{out}");
+    }
+
+    #[test]
+    fn durations_are_written_as_the_crd_accepts_them() {
+        let pattern = regex::Regex::new(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$").unwrap();
+        for (input, want) in [
+            ("90s", "1m30s"),
+            ("1m30s", "1m30s"),
+            ("1h", "1h"),
+            ("36h", "36h"),
+            ("1500ms", "1s500ms"),
+            ("250ms", "250ms"),
+            ("100us", "100us"),
+        ] {
+            let out = convert(&cm(
+                "PodChaos",
+                &format!("  action: pod-failure\n  duration: {input}\n"),
+            ))
+            .unwrap();
+            let line = out
+                .lines()
+                .find(|l| l.trim_start().starts_with("duration:"))
+                .unwrap();
+            let got = line.split_once(':').unwrap().1.trim().trim_matches('\'');
+            assert_eq!(got, want, "{input}");
+            assert!(pattern.is_match(got), "{got} fails the CRD pattern");
+            assert!(!got.contains(' ') && !got.contains("day"));
+        }
+        let out = convert(&cm(
+            "NetworkChaos",
+            "  action: delay\n  delay: { latency: 60s, jitter: 1500ms }\n  duration: 2m\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.contains("latency: 1m\n") && out.contains("jitter: 1s500ms"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn stress_ng_options_translate_where_havoc_has_the_equivalent() {
+        let o = stress("  duration: 1m\n  stressngStressors: \"--cpu 2 --cpu-load 50 --vm 2 --vm-bytes 128m --timeout 30s\"\n");
+        let s = &o.spec.stressors;
+        assert_eq!(
+            (
+                s.cpu.as_ref().unwrap().workers,
+                s.cpu.as_ref().unwrap().load
+            ),
+            (2, 50)
+        );
+        let m = s.memory.as_ref().unwrap();
+        // --vm-bytes is per worker in stress-ng; Havoc's size is what the workers hold together.
+        assert_eq!((m.workers, m.size), (2, "256MiB".parse().unwrap()));
+        assert_eq!(
+            o.spec.duration.unwrap().0,
+            std::time::Duration::from_secs(30)
+        );
+        // stressngStressors wins over stressors, as in Chaos Mesh.
+        let o = stress("  stressngStressors: --vm=1\n  stressors: { cpu: { workers: 4 } }\n");
+        assert!(o.spec.stressors.cpu.is_none());
+        assert_eq!(
+            o.spec.stressors.memory.as_ref().unwrap().size,
+            "256MiB".parse().unwrap()
+        );
+        let o = stress("  stressors:\n    cpu: { workers: 1, load: 90, options: [\"--cpu-load 30\", \"--timeout 5m\"] }\n    memory: { size: 64MB, options: [\"--vm 4\"] }\n");
+        assert_eq!(o.spec.stressors.cpu.as_ref().unwrap().load, 30);
+        assert_eq!(o.spec.stressors.memory.as_ref().unwrap().workers, 4);
+        assert_eq!(
+            o.spec.duration.unwrap().0,
+            std::time::Duration::from_secs(300)
+        );
+        for (spec, want) in [
+            (
+                "  stressngStressors: --cpu 1 --cpu-method all\n",
+                "spec.stressngStressors: stress-ng option `--cpu-method` has no Havoc equivalent",
+            ),
+            (
+                "  stressngStressors: --hdd 1\n",
+                "stress-ng option `--hdd` has no Havoc equivalent",
+            ),
+            (
+                "  stressngStressors: --cpu 0\n",
+                "`--cpu 0` means one CPU worker per CPU in stress-ng",
+            ),
+            (
+                "  stressngStressors: --vm 1 --vm-bytes 50%\n",
+                "a percentage of the host's memory has no Havoc equivalent",
+            ),
+            (
+                "  stressngStressors: --cpu-load 20\n",
+                "`--cpu-load` needs `--cpu N`",
+            ),
+            (
+                "  stressngStressors: --timeout 10s\n",
+                "names no stressor Havoc runs",
+            ),
+            (
+                "  stressors: { memory: { size: 1GB, options: [\"--vm-hang 1\"] } }\n",
+                "spec.stressors.memory.options: stress-ng option `--vm-hang`",
+            ),
+        ] {
+            let text = refused("StressChaos", spec);
+            assert!(text.contains(want), "{spec}: {text}");
+        }
+    }
+
+    #[test]
+    fn empty_selector_is_every_pod_of_the_objects_namespace() {
+        let src = "apiVersion: chaos-mesh.org/v1alpha1\nkind: NetworkChaos\nmetadata: {name: x, namespace: shop}\nspec:\n  action: loss\n  mode: all\n  selector: {}\n  loss: {loss: \"5\"}\n";
+        assert!(
+            is_kubernetes_manifest(src),
+            "a Chaos Mesh object goes down the Kubernetes path"
+        );
+        let Manifest::NetworkChaos(o) = validate_manifest(src).expect("valid") else {
+            panic!()
+        };
+        assert_eq!(o.spec.selector, crate::PodSelector::default());
+        assert_eq!(o.spec.selector.target_namespaces("shop"), ["shop"]);
+        let out = convert(src).unwrap();
+        assert!(out.contains("selector: {}"), "{out}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! (checked by the API server at `kubectl apply`) and the same rules in Rust (`validate_spec`
 //! methods), used by `havoc validate` and by the operator before acting.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use havoc_spec::error::Problems;
@@ -157,8 +158,8 @@ pub struct PodChaosSpec {
     validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
     validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
     validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
-    validation = Rule::new("!has(self.target)")
-        .message("target (the other side of the traffic) is not supported yet: use externalTargets with IP addresses or CIDRs"),
+    validation = Rule::new("!has(self.target) || !has(self.target.mode) || self.target.mode in ['one', 'all'] || has(self.target.value)")
+        .message("target.value is required with target modes fixed (a count), fixed-percent and random-max-percent (a percentage)"),
     validation = Rule::new("self.action != 'loss' || has(self.loss) || has(self.gilbertElliott)")
         .message("action loss needs loss (or lossModel gilbertElliott with gilbertElliott)"),
     validation = Rule::new("self.action != 'delay' || has(self.delay)")
@@ -200,15 +201,20 @@ pub struct NetworkChaosSpec {
     /// Seed of the random choice of pods; default: derived from the object's uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// Which packets, seen from the pod: `to` (sent), `from` (received), `both`.
+    /// Which packets, seen from the selected pod: `to` (sent to the peers), `from` (received
+    /// from the peers), `both`. The peers are the `target` pods and `externalTargets`; without
+    /// either, all traffic.
     #[serde(default)]
     pub direction: Direction,
-    /// Chaos Mesh's other side of the traffic: not supported yet (rejected with a message).
+    /// The pods on the other side of the traffic (Chaos Mesh's `target`): only packets between
+    /// the selected pods and these are hit. Their addresses are read when the fault is injected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_object")]
-    pub target: Option<serde_json::Value>,
-    /// Only traffic to/from these IP addresses or CIDRs (default: all traffic).
+    pub target: Option<NetworkTarget>,
+    /// Peers outside the cluster: IP addresses, CIDRs or host names, each with an optional
+    /// `:port` (`10.0.0.0/8`, `db.example.com:5432`, `[fd00::1]:80`). Host names are resolved
+    /// by the operator when it injects; the addresses are in `status.peers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1, max = 261)))]
     pub external_targets: Vec<String>,
     /// Interface inside the pod (default: every non-loopback interface).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,12 +325,110 @@ const MSG_VALUE_PERCENT: &str =
 const RULE_DURATION: &str = "!has(self.duration) || (duration(self.duration) > duration('0s') && duration(self.duration) <= duration('168h'))";
 const MSG_DURATION: &str = "duration must be greater than 0 and at most 7 days (168h), e.g. \"30s\"; leave it out to run until deleted";
 
-fn preserved_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-        "description": "Not supported yet: the API server rejects objects that set it.",
-    })
+/// The other side of a NetworkChaos's traffic: pods chosen like the object's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkTarget {
+    /// Which pods are candidates (default namespace: the chaos object's).
+    pub selector: PodSelector,
+    /// How many candidates are peers: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+}
+
+impl NetworkTarget {
+    /// The mode with its value.
+    pub fn mode(&self) -> Mode {
+        mode_of(self.mode, self.value.as_deref())
+    }
+}
+
+/// The host of an `externalTargets` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerHost {
+    /// An IP address or CIDR.
+    Cidr(havoc_spec::network::Cidr),
+    /// A DNS name, resolved when injected.
+    Name(String),
+}
+
+/// One parsed `externalTargets` entry: `HOST`, `HOST:PORT`, `[IPV6]:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub host: PeerHost,
+    pub port: Option<u16>,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use havoc_spec::units::clip;
+        let t = s.trim();
+        let q = clip(t);
+        let port_of = |p: &str| -> Result<u16, String> {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{q}`: the port must be 1..=65535, got `{}`", clip(p)))
+        };
+        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{q}`: `[` without `]`; write `[fd00::1]:80`"))?;
+            match after {
+                "" => (h, None),
+                _ => match after.strip_prefix(':') {
+                    Some(p) => (h, Some(port_of(p)?)),
+                    None => return Err(format!("`{q}`: expected `:PORT` after `]`")),
+                },
+            }
+        } else if t.matches(':').count() == 1 {
+            let (h, p) = t.split_once(':').expect("one colon");
+            (h, Some(port_of(p)?))
+        } else {
+            (t, None)
+        };
+        if let Ok(c) = host.parse::<havoc_spec::network::Cidr>() {
+            return Ok(Peer {
+                host: PeerHost::Cidr(c),
+                port,
+            });
+        }
+        let name = host.trim_end_matches('.');
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let numeric = name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'/');
+        if !name.is_empty() && name.len() <= 253 && !numeric && name.split('.').all(label_ok) {
+            return Ok(Peer {
+                host: PeerHost::Name(name.to_ascii_lowercase()),
+                port,
+            });
+        }
+        Err(format!(
+            "`{q}` is not an IP address, CIDR or host name with an optional `:PORT` (like `10.0.0.0/8`, `db.example.com:5432` or `[fd00::1]:80`)"
+        ))
+    }
+}
+
+/// What the operator looks up before it injects a NetworkChaos that names peers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peers {
+    /// The target pods, whose IPs are peers.
+    pub target: Option<NetworkTarget>,
+    /// Host names to resolve (A and AAAA records).
+    pub names: Vec<String>,
 }
 
 /// The three CRDs, for `havoc crds` and for installing.
@@ -507,14 +611,79 @@ impl PodChaosSpec {
 impl NetworkChaosSpec {
     /// The host-mode fault with these parameters (its host selector is empty: the agent targets
     /// the pod's network namespace).
+    ///
+    /// Only the literal addresses of `externalTargets` are in it: with a `target` or host names,
+    /// the operator looks them up first ([`NetworkChaosSpec::lookups`]) and calls
+    /// [`NetworkChaosSpec::fault_with_peers`].
     pub fn fault(&self) -> havoc_spec::network::NetworkChaos {
+        let literal: Vec<_> = self
+            .peers()
+            .into_iter()
+            .filter_map(|p| match p.host {
+                PeerHost::Cidr(c) => Some(c),
+                PeerHost::Name(_) => None,
+            })
+            .collect();
+        self.fault_with_peers(&literal)
+    }
+
+    /// The parsed `externalTargets` (entries that do not parse are left out; validation names them).
+    pub fn peers(&self) -> Vec<Peer> {
+        self.external_targets
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect()
+    }
+
+    /// What the operator must look up before injecting; `None` when nothing is (no `target`,
+    /// no host names).
+    pub fn lookups(&self) -> Option<Peers> {
+        let names: Vec<String> = self
+            .peers()
+            .into_iter()
+            .filter_map(|p| match p.host {
+                PeerHost::Name(n) => Some(n),
+                PeerHost::Cidr(_) => None,
+            })
+            .collect();
+        (self.target.is_some() || !names.is_empty()).then(|| Peers {
+            target: self.target.clone(),
+            names,
+        })
+    }
+
+    /// The host-mode fault limited to traffic with these peer addresses (and to the port the
+    /// `externalTargets` name, if any).
+    pub fn fault_with_peers(
+        &self,
+        peers: &[havoc_spec::network::Cidr],
+    ) -> havoc_spec::network::NetworkChaos {
+        let mut ports = self.ports.clone();
+        if let Some(p) = self.peers().iter().find_map(|p| p.port) {
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let mut external: Vec<String> = peers
+            .iter()
+            .map(|c| {
+                let full = if c.addr.is_ipv4() { 32 } else { 128 };
+                if c.prefix == full {
+                    c.addr.to_string()
+                } else {
+                    format!("{}/{}", c.addr, c.prefix)
+                }
+            })
+            .collect();
+        external.sort();
+        external.dedup();
         havoc_spec::network::NetworkChaos {
             action: self.action,
             selector: Default::default(),
             direction: self.direction,
-            external_targets: self.external_targets.clone(),
+            external_targets: external,
             device: self.device.clone(),
-            ports: self.ports.clone(),
+            ports,
             protocols: self.protocols.clone(),
             loss: self.loss.clone(),
             loss_model: self.loss_model,
@@ -536,13 +705,43 @@ impl NetworkChaosSpec {
             sp,
             p,
         );
-        if self.target.is_some() {
-            p.add(
-                &sp.key("target"),
-                "target (the other side of the traffic) is not supported yet: use externalTargets with IP addresses or CIDRs",
-            );
+        if let Some(t) = &self.target {
+            let tp = sp.key("target");
+            t.selector.validate(&tp.key("selector"), p);
+            validate_mode(t.mode, t.value.as_deref(), &tp, p);
         }
-        self.fault().validate_params(sp, p);
+        let ep = sp.key("externalTargets");
+        let mut parsed = Vec::new();
+        for (i, t) in self.external_targets.iter().enumerate() {
+            match t.parse::<Peer>() {
+                Ok(peer) => parsed.push((i, peer)),
+                Err(e) => p.add(&ep.index(i), e),
+            }
+        }
+        // Havoc filters one set of ports for the whole fault, not one per peer: entries with a
+        // port must agree, and cannot be mixed with peers on every port.
+        let ported: BTreeSet<u16> = parsed.iter().filter_map(|(_, p)| p.port).collect();
+        if let Some(first) = ported.iter().next() {
+            if ported.len() > 1 {
+                let all: Vec<String> = ported.iter().map(u16::to_string).collect();
+                p.add(&ep, format!("entries with a port must all name the same port (got {}): Havoc filters one set of ports per object; use one object per port", all.join(", ")));
+            }
+            if let Some((i, _)) = parsed.iter().find(|(_, p)| p.port.is_none()) {
+                p.add(&ep.index(*i), format!("give this entry a port too (`:{first}`), or move the entries with a port to another object: Havoc filters one set of ports per object"));
+            }
+            if self.target.is_some() {
+                p.add(&sp.key("target"), format!("target pods are peers on every port, but externalTargets name port {first}: use separate objects"));
+            }
+            if !self.ports.is_empty() {
+                p.add(
+                    &sp.key("ports"),
+                    "give ports either here or in externalTargets (`HOST:PORT`), not both",
+                );
+            }
+        }
+        let mut fault = self.fault();
+        fault.external_targets.clear();
+        fault.validate_params(sp, p);
     }
 }
 
@@ -637,6 +836,17 @@ impl ChaosObject for NetworkChaos {
     fn action(&self) -> ChaosAction {
         ChaosAction::Agent {
             fault: FaultSpec::NetworkChaos(self.spec.fault()),
+            container_names: Vec::new(),
+        }
+    }
+
+    fn lookups(&self) -> Option<Peers> {
+        self.spec.lookups()
+    }
+
+    fn action_with_peers(&self, peers: &[havoc_spec::network::Cidr]) -> ChaosAction {
+        ChaosAction::Agent {
+            fault: FaultSpec::NetworkChaos(self.spec.fault_with_peers(peers)),
             container_names: Vec::new(),
         }
     }
@@ -947,8 +1157,8 @@ mod tests {
             ),
             (
                 1,
-                "target (the other side of the traffic) is not supported yet",
-                net(json!({"target": {"mode": "all"}})),
+                "target.value is required with target modes fixed",
+                net(json!({"target": {"selector": {}, "mode": "fixed"}})),
             ),
             (1, "action loss needs loss", net(json!({"loss": null}))),
             (
@@ -1055,6 +1265,8 @@ mod tests {
                         && p.contains("does not apply to action"))
                     || (message == MSG_VALUE_REQUIRED
                         && p.contains("value: is required with mode"))
+                    || (message.starts_with("target.value")
+                        && p.contains("spec.target.value: is required with mode"))
                     || (message == MSG_VALUE_UNUSED
                         && p.contains("value is only used with modes"))
                     || (message == MSG_VALUE_FIXED && p.contains("whole number >= 1"))

@@ -5,6 +5,7 @@
 //! records, and the conversion of Chaos Mesh manifests. Everything here is pure (no I/O, no async),
 //! so the operator, the CLI (`havoc crds`, `havoc validate`) and tests share one definition.
 
+mod chaos_mesh;
 pub mod convert;
 pub mod crd;
 pub mod policy;
@@ -18,8 +19,8 @@ use std::time::Duration;
 
 pub use convert::{convert, validate_manifest, Manifest};
 pub use crd::{
-    crds, crds_yaml, NetworkChaos, NetworkChaosSpec, PodAction, PodChaos, PodChaosSpec,
-    StressChaos, StressChaosSpec,
+    crds, crds_yaml, NetworkChaos, NetworkChaosSpec, NetworkTarget, Peer, PeerHost, Peers,
+    PodAction, PodChaos, PodChaosSpec, StressChaos, StressChaosSpec,
 };
 pub use policy::NamespacePolicy;
 pub use selector::{select, Mode, PodSelector, Selection, SelectionInput};
@@ -74,6 +75,15 @@ pub trait ChaosObject:
     /// Checks the spec with the same rules as the CRD's CEL validations, with field paths
     /// relative to the object (`spec.value`).
     fn validate(&self) -> Result<(), havoc_spec::SpecErrors>;
+    /// What must be looked up before injecting (a NetworkChaos's `target` pods and
+    /// `externalTargets` host names); `None` when [`ChaosObject::action`] is complete.
+    fn lookups(&self) -> Option<crd::Peers> {
+        None
+    }
+    /// The action once the lookups gave these peer addresses (`lookups` is `Some`).
+    fn action_with_peers(&self, _peers: &[havoc_spec::network::Cidr]) -> ChaosAction {
+        self.action()
+    }
 }
 
 /// A stable 64-bit seed from a string (FNV-1a), e.g. an object's uid.

@@ -117,6 +117,11 @@ pub struct ChaosStatus {
     /// Targets per state.
     #[serde(default)]
     pub counts: Counts,
+    /// The peer addresses of a NetworkChaos with `target` or host names, as last looked up:
+    /// `ADDRESS (FROM)`, FROM being `pod NS/NAME` or the host name (at most 64).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub peers: Vec<String>,
     /// One record per target: `nodes` (node names) and `groups` (by namespace, phase and error)
     /// of lines `POD CONTAINER12 NODE# [i=INJECTIONS] [r=RECOVERIES] [u=POD-UID8]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "grouped")]

@@ -12,6 +12,7 @@
 //! once per reconcile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use havoc_api::v1::{InjectRequest, Injection, RecoverRequest, RenewRequest, Target as ApiTarget};
 use havoc_k8s::status::{self as st, ChaosStatus, Record, RecordPhase};
 use havoc_k8s::{ChaosAction, ChaosObject, NamespacePolicy, SelectionInput};
+use havoc_spec::network::Cidr;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -703,11 +705,130 @@ impl<K: ChaosObject> Run<'_, K> {
         Ok(None)
     }
 
+    /// The peer addresses of a NetworkChaos with a `target` or host names, looked up now (as
+    /// Chaos Mesh does when it injects): the target pods' IPs and the names' A/AAAA records.
+    /// They go to `status.peers`. An empty result is an error: the fault would hit all traffic.
+    async fn resolve_peers(&mut self, peers: &havoc_k8s::Peers) -> Result<Vec<Cidr>, String> {
+        let mut found: Vec<(IpAddr, String)> = Vec::new();
+        if let Some(t) = &peers.target {
+            let client = &self.ctx.client;
+            let ns_default = self.obj.meta().namespace.clone().unwrap_or_default();
+            let namespaces = Api::<Namespace>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("list namespaces for target: {}", chain(&e)))?
+                .items;
+            let wanted = t.selector.target_namespaces(&ns_default);
+            let existing = wanted.into_iter().filter(|w| {
+                namespaces
+                    .iter()
+                    .any(|n| n.metadata.name.as_deref() == Some(w.as_str()))
+            });
+            let world = load_world(client, existing)
+                .await
+                .map_err(|e| format!("list target pods: {}", chain(&e)))?;
+            let input = SelectionInput {
+                pods: &world.pods,
+                nodes: &world.nodes,
+                namespaces: &namespaces,
+            };
+            // Target pods only filter addresses: they are not faulted, so no namespace policy.
+            let open = NamespacePolicy {
+                allowed: namespaces
+                    .iter()
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect(),
+                opt_in_label: String::new(),
+                operator_namespace: String::new(),
+                allow_protected: true,
+            };
+            let seed = self.obj.seed().rotate_left(17) ^ 0x7461_7267_6574;
+            let chosen = havoc_k8s::select(&t.selector, t.mode(), seed, &ns_default, &open, &input)
+                .map_err(|e| format!("spec.target.selector: {e}"))?;
+            for pod in &chosen.pods {
+                let name = format!(
+                    "pod {}/{}",
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                );
+                let status = pod.status.as_ref();
+                let mut ips: Vec<String> = status
+                    .and_then(|s| s.pod_ips.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.ip)
+                    .collect();
+                if ips.is_empty() {
+                    ips.extend(status.and_then(|s| s.pod_ip.clone()));
+                }
+                found.extend(
+                    ips.iter()
+                        .filter_map(|ip| ip.parse().ok())
+                        .map(|ip| (ip, name.clone())),
+                );
+            }
+        }
+        for name in &peers.names {
+            let lookup = tokio::net::lookup_host((name.as_str(), 0));
+            match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                Ok(Ok(addrs)) => found.extend(addrs.map(|a| (a.ip(), name.clone()))),
+                Ok(Err(e)) => return Err(format!("resolve externalTargets host `{name}`: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "resolve externalTargets host `{name}`: no answer within 5s"
+                    ))
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        self.status.peers = found
+            .iter()
+            .take(64)
+            .map(|(ip, from)| format!("{ip} ({from})"))
+            .collect();
+        let mut cidrs: Vec<Cidr> = found
+            .iter()
+            .map(|(ip, _)| Cidr {
+                addr: *ip,
+                prefix: if ip.is_ipv4() { 32 } else { 128 },
+            })
+            .collect();
+        // The literal addresses and CIDRs of externalTargets are peers too.
+        if let ChaosAction::Agent {
+            fault: havoc_spec::FaultSpec::NetworkChaos(f),
+            ..
+        } = &self.action
+        {
+            cidrs.extend(f.cidrs());
+        }
+        if cidrs.is_empty() {
+            return Err("the target selects no pod with an IP address and externalTargets resolved to nothing: there is no peer to limit the fault to, so nothing is injected".into());
+        }
+        Ok(cidrs)
+    }
+
     /// Injects a batch of targets concurrently, at most [`Context::max_concurrent_injections`]
     /// at a time, and writes progress to status every [`PROGRESS_EVERY`] while a large batch
     /// runs (a 1,000-pod experiment shows its counts moving, not nothing for seconds).
     async fn inject_many(&mut self, world: &World, batch: Vec<(TargetId, String)>) {
-        let injector = Injector::new(self.obj, self.ctx, self.action.clone());
+        let action = match self.obj.lookups() {
+            None => self.action.clone(),
+            Some(peers) => match self.resolve_peers(&peers).await {
+                Ok(cidrs) => self.obj.action_with_peers(&cidrs),
+                Err(msg) => {
+                    for (id, _) in &batch {
+                        if let Some(r) = self.record(id) {
+                            st::mark_failed(r, &msg);
+                        }
+                    }
+                    self.event(EventType::Warning, "Failed", msg.clone());
+                    self.errors.push(msg);
+                    return;
+                }
+            },
+        };
+        let injector = Injector::new(self.obj, self.ctx, action);
         let mut work = Vec::with_capacity(batch.len());
         for (id, cid) in batch {
             match world.pod(&id.pod_uid) {

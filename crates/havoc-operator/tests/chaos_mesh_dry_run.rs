@@ -1,0 +1,197 @@
+//! Chaos Mesh manifests converted by `havoc convert` are accepted by a real API server with
+//! Havoc's CRDs (`kubectl apply --dry-run=server`: the schema, its patterns and the CEL rules),
+//! and the object the server would store means what the converter wrote (its spec reads back
+//! equal after the server's defaulting).
+//!
+//! Runs with `HAVOC_E2E_KUBECONFIG` set, like the e2e suite (no kubelet needed); without it,
+//! it prints that it skipped, or fails when `CI` is set. It installs the CRDs (as the e2e suite
+//! does) and creates nothing else: every apply is a dry run in the `default` namespace.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+
+fn kubeconfig() -> Option<String> {
+    match std::env::var("HAVOC_E2E_KUBECONFIG") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "CI is set but HAVOC_E2E_KUBECONFIG is not: this test must run in CI \
+             (start ../shared/k8s and source its env.sh)"
+        ),
+        _ => {
+            println!("skipped: HAVOC_E2E_KUBECONFIG not set (start ../shared/k8s, source env.sh)");
+            None
+        }
+    }
+}
+
+/// The harness's kubectl: its state dir (the kubeconfig's) names the binaries' dir in
+/// `bin-dir`; else the first `kubectl` on PATH.
+fn kubectl(kubeconfig: &str) -> PathBuf {
+    let state = Path::new(kubeconfig).parent().expect("kubeconfig dir");
+    if let Ok(dir) = std::fs::read_to_string(state.join("bin-dir")) {
+        let k = Path::new(dir.trim()).join("kubectl");
+        if k.exists() {
+            return k;
+        }
+    }
+    PathBuf::from("kubectl")
+}
+
+/// `kubectl apply --dry-run=server -o json -f -` of `yaml`: the object the server would store,
+/// or the server's refusal.
+fn dry_run(kubectl: &Path, kubeconfig: &str, yaml: &str) -> Result<serde_json::Value, String> {
+    let mut child = Command::new(kubectl)
+        .args([
+            "--kubeconfig",
+            kubeconfig,
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write manifest");
+    let out = child.wait_with_output().expect("kubectl output");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    assert!(
+        !stderr.contains("Warning"),
+        "the server warned about a converted manifest: {stderr}\n{yaml}"
+    );
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("kubectl printed no object: {e}"))
+}
+
+/// Real-world shaped Chaos Mesh manifests, one per field the converter translates.
+const MANIFESTS: &[(&str, &str)] = &[
+    ("partition-both-target", "kind: NetworkChaos\nspec:\n  action: partition\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  direction: both\n  target:\n    mode: one\n    selector: {labelSelectors: {app: db}}\n  duration: 90s\n"),
+    ("delay-to-target", "kind: NetworkChaos\nspec:\n  action: delay\n  mode: one\n  selector: {namespaces: [default], labelSelectors: {app: web}}\n  delay: {latency: 10ms, correlation: \"100\", jitter: 0ms}\n  direction: to\n  target:\n    mode: fixed-percent\n    value: \"50\"\n    selector: {namespaces: [default], labelSelectors: {app: db}}\n  duration: 1h30m\n"),
+    ("loss-from-target", "kind: NetworkChaos\nspec:\n  action: loss\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  loss: {loss: \"25\", correlation: \"25\"}\n  direction: from\n  target: {mode: all, selector: {labelSelectors: {app: db}}}\n"),
+    ("duplicate-both-target", "kind: NetworkChaos\nspec:\n  action: duplicate\n  mode: one\n  selector: {labelSelectors: {app: web}}\n  duplicate: {duplicate: \"40\", correlation: \"25\"}\n  direction: both\n  target: {mode: fixed, value: \"1\", selector: {labelSelectors: {app: db}}}\n"),
+    ("corrupt", "kind: NetworkChaos\nspec:\n  action: corrupt\n  mode: one\n  selector: {labelSelectors: {app: web}}\n  corrupt: {corrupt: \"40\", correlation: \"25\"}\n  duration: 1500ms\n"),
+    ("bandwidth-target", "kind: NetworkChaos\nspec:\n  action: bandwidth\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  bandwidth: {rate: 1mbps, limit: 20971520, buffer: 10000}\n  direction: to\n  target: {mode: all, selector: {labelSelectors: {app: db}}}\n"),
+    ("rate", "kind: NetworkChaos\nspec:\n  action: rate\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  rate: {rate: 100kbps}\n"),
+    ("external-hosts-ports", "kind: NetworkChaos\nspec:\n  action: delay\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  delay: {latency: 100ms}\n  direction: to\n  externalTargets: [\"db.example.com:5432\", \"10.0.0.0/8:5432\", \"[fd00::1]:5432\"]\n"),
+    ("external-hosts", "kind: NetworkChaos\nspec:\n  action: loss\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  loss: {loss: \"100\"}\n  externalTargets: [www.example.com, 1.2.3.4, fd00::/64]\n"),
+    ("device-target-device", "kind: NetworkChaos\nspec:\n  action: loss\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  loss: {loss: \"5\"}\n  device: eth0\n  direction: to\n  targetDevice: eth0\n  target: {mode: all, selector: {labelSelectors: {app: db}}}\n"),
+    ("netem-both-no-target", "kind: NetworkChaos\nspec:\n  action: netem\n  mode: all\n  selector: {}\n  direction: both\n  delay: {latency: 1s, jitter: 90ms, reorder: {reorder: \"10\", correlation: \"0\", gap: 2}}\n  loss: {loss: \"1\"}\n"),
+    ("stressng", "kind: StressChaos\nspec:\n  mode: one\n  selector: {labelSelectors: {app: web}}\n  stressngStressors: --cpu 2 --cpu-load 50 --vm 1 --vm-bytes 64m --timeout 5m\n  duration: 10m\n"),
+    ("stress-options", "kind: StressChaos\nspec:\n  mode: all\n  selector: {}\n  stressors:\n    cpu: {workers: 1, load: 20, options: [\"--cpu-load 30\"]}\n    memory: {workers: 1, size: 256MB, options: [\"--vm 2\"]}\n  duration: 36h\n"),
+    ("pod-failure-empty-selector", "kind: PodChaos\nspec:\n  action: pod-failure\n  mode: all\n  selector: {}\n  duration: 2m30s\n"),
+];
+
+#[tokio::test]
+async fn converted_chaos_mesh_manifests_are_accepted_by_the_api_server() {
+    let Some(path) = kubeconfig() else { return };
+    let kc = kube::config::Kubeconfig::read_from(&path).expect("read the kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kubeconfig");
+    let client = kube::Client::try_from(cfg).expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    for crd in havoc_k8s::crds() {
+        let name = crd.metadata.name.clone().expect("crd name");
+        crds.patch(
+            &name,
+            &PatchParams::apply("havoc-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install CRD");
+        let t0 = Instant::now();
+        loop {
+            let established = crds
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "CRD {name} not Established"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let kubectl = kubectl(&path);
+    // A freshly established CRD can take a moment to be served for dry runs.
+    let mut served = false;
+    for _ in 0..100 {
+        let probe = havoc_k8s::convert(&format!(
+            "apiVersion: chaos-mesh.org/v1alpha1\nmetadata: {{name: probe, namespace: default}}\n{}",
+            MANIFESTS[0].1
+        ))
+        .expect("probe converts");
+        if dry_run(&kubectl, &path, &probe).is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the havoc.dev CRDs are not served");
+
+    for (name, body) in MANIFESTS {
+        let src = format!(
+            "apiVersion: chaos-mesh.org/v1alpha1\nmetadata:\n  name: {name}\n  namespace: default\n{body}"
+        );
+        let converted = havoc_k8s::convert(&src)
+            .unwrap_or_else(|e| panic!("{name}: does not convert:\n{}", e.render(name)));
+        let stored = dry_run(&kubectl, &path, &converted).unwrap_or_else(|e| {
+            panic!("{name}: the API server refused the converted manifest: {e}\n{converted}")
+        });
+        // The server's object, read back, means what the converter wrote.
+        let back = serde_yaml_ng::to_string(&serde_json::json!({
+            "apiVersion": stored["apiVersion"],
+            "kind": stored["kind"],
+            "metadata": {"name": stored["metadata"]["name"], "namespace": stored["metadata"]["namespace"]},
+            "spec": stored["spec"],
+        }))
+        .expect("yaml");
+        let ours = havoc_k8s::validate_manifest(converted.trim_start_matches("---\n"))
+            .unwrap_or_else(|e| panic!("{name}: {}", e.render(name)));
+        let theirs = havoc_k8s::validate_manifest(&back).unwrap_or_else(|e| {
+            panic!(
+                "{name}: the stored object does not read back: {}\n{back}",
+                e.render(name)
+            )
+        });
+        assert_eq!(
+            ours, theirs,
+            "{name}: the stored object means something else\n{converted}\n{back}"
+        );
+        eprintln!("{name}: accepted");
+    }
+
+    // The server's CEL rules catch what the converter would refuse too (same message).
+    let bad = "apiVersion: havoc.dev/v1alpha1\nkind: NetworkChaos\nmetadata: {name: bad-target, namespace: default}\nspec:\n  action: partition\n  selector: {}\n  target: {mode: fixed, selector: {}}\n";
+    let e = dry_run(&kubectl, &path, bad).expect_err("a target without its value is refused");
+    assert!(
+        e.contains("target.value is required with target modes fixed"),
+        "{e}"
+    );
+}
