@@ -1,0 +1,155 @@
+//! A dashboard on 127.0.0.1 over a temporary state directory, and a tiny HTTP/1.1 client that
+//! sends exactly the headers a test gives it (browsers' and attackers' alike).
+
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const FIXTURE: &str = include_str!("../../havoc-report/tests/fixture-report.json");
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: tempfile::TempDir,
+    pub token: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    /// Starts a dashboard for `state` (which the caller may fill first).
+    pub fn start(state: tempfile::TempDir, havoc_exe: PathBuf) -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let bound = rt
+            .block_on(havoc_dashboard::bind(havoc_dashboard::Config {
+                state_dir: state.path().to_path_buf(),
+                havoc_exe,
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                extra_hosts: vec![],
+            }))
+            .expect("bind the dashboard");
+        let addr = bound.local_addr();
+        rt.spawn(bound.serve());
+        let mut s = Server {
+            addr,
+            state,
+            token: String::new(),
+            _runtime: rt,
+        };
+        let page = s.get("/").body;
+        s.token = token_of(&page);
+        s
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.addr, "GET", path, &[("Host", &self.host())], b"")
+    }
+
+    /// A POST as the dashboard's own page sends it.
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        let origin = format!("http://{}", self.host());
+        request(
+            self.addr,
+            "POST",
+            path,
+            &[
+                ("Host", &self.host()),
+                ("Origin", &origin),
+                ("X-Havoc-CSRF", &self.token),
+                ("Content-Type", "application/yaml"),
+            ],
+            body.as_bytes(),
+        )
+    }
+}
+
+pub fn token_of(page: &str) -> String {
+    let at = page
+        .find(r#"name="havoc-csrf" content=""#)
+        .expect("the page embeds the token")
+        + r#"name="havoc-csrf" content=""#.len();
+    page[at..at + 32].to_string()
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(body).expect("send body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head[9..12].parse().expect("status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Resp {
+        status,
+        head: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).expect("chunk length");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// Writes a copy of the fixture report as `<state>/reports/<key>/report.json`.
+pub fn write_report(state: &Path, key: &str, verdict: &str, started_ms: u64) {
+    let mut v: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture");
+    v["runId"] = key.into();
+    v["verdict"] = verdict.into();
+    v["startedAtUnixMs"] = started_ms.into();
+    let dir = state.join("reports").join(key);
+    std::fs::create_dir_all(&dir).expect("mkdir report dir");
+    std::fs::write(dir.join("report.json"), v.to_string()).expect("write report");
+}
