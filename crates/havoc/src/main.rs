@@ -41,6 +41,9 @@ enum Command {
     Agent(cmd::agent::Args),
     /// Run the Kubernetes operator (PodChaos, NetworkChaos, StressChaos).
     Operator(cmd::operator::Args),
+    /// Serve a web dashboard of this host's runs: reports, live progress, a YAML editor that
+    /// validates as you type, start and halt (on 127.0.0.1:8484 by default).
+    Dashboard(cmd::dashboard::Args),
     /// Print the CustomResourceDefinitions as YAML (for kubectl apply).
     Crds(cmd::crds::Args),
     /// Convert Chaos Mesh manifests to havoc.dev ones (unsupported fields are errors).
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args, &cli.state_dir, started),
         Command::Agent(args) => cmd::agent::run(args, &cli.state_dir),
         Command::Operator(args) => cmd::operator::run(args),
+        Command::Dashboard(args) => cmd::dashboard::run(args, &cli.state_dir),
         Command::Crds(args) => cmd::crds::run(args),
         Command::Convert(args) => cmd::convert::run(args),
         Command::Certs(args) => cmd::certs::run(args),

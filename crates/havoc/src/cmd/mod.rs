@@ -4,6 +4,7 @@ pub mod agent;
 pub mod certs;
 pub mod convert;
 pub mod crds;
+pub mod dashboard;
 pub mod demo;
 pub mod halt;
 pub mod install;
