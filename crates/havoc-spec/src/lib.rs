@@ -18,12 +18,15 @@ pub mod network;
 pub mod path;
 pub mod probe;
 pub mod process;
+pub mod schedule;
 pub mod selector;
 pub mod source;
+pub mod statuscheck;
 pub mod stress;
 pub mod syscall;
 pub mod time;
 pub mod units;
+pub mod workflow;
 pub mod yaml;
 
 pub use error::{SpecError, SpecErrors};
