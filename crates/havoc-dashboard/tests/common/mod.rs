@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const FIXTURE: &str = include_str!("../../havoc-report/tests/fixture-report.json");
+pub const FIXTURE: &str = include_str!("../../../havoc-report/tests/fixture-report.json");
 
 pub struct Server {
     pub addr: SocketAddr,

@@ -28,7 +28,10 @@ pub fn run(args: Args, state_dir: &Path) -> anyhow::Result<u8> {
     rt.block_on(async {
         let bound = havoc_dashboard::bind(config).await?;
         // Tests and scripts read the address from this line (port 0 picks a free one).
-        println!("havoc dashboard listening on http://{}/", bound.local_addr());
+        println!(
+            "havoc dashboard listening on http://{}/",
+            bound.local_addr()
+        );
         if !super::is_root() {
             eprintln!("havoc: not running as root: runs can be listed and checked, not started");
         }
