@@ -330,6 +330,25 @@ impl Containerd {
     /// gets a random suffix. The container's stdout and stderr go to
     /// [`Container::log_path`].
     pub fn run(&self, name: &str, argv: &[&str]) -> anyhow::Result<Container> {
+        ensure!(!argv.is_empty(), "argv for container {name:?} is empty: give the process to run, e.g. [\"sleep\", \"3600\"]");
+        let image = self.ensure_image()?;
+        self.run_image(name, &image, argv)
+    }
+
+    /// Imports an OCI image archive (e.g. from [`crate::build_havoc_image`]) into this daemon's
+    /// namespace.
+    pub fn import_image(&self, archive: &Path) -> anyhow::Result<()> {
+        let path = archive.to_string_lossy().into_owned();
+        self.shared
+            .ctr_run(&["image", "import", &path])
+            .with_context(|| format!("failed to import the image archive {}", archive.display()))?;
+        Ok(())
+    }
+
+    /// Like [`Containerd::run`], from an image already imported ([`Containerd::import_image`]).
+    /// A non-empty `argv` replaces the image's entrypoint and command (as `ctr run` does): give
+    /// the full command, e.g. `["/havoc", "agent", ...]`.
+    pub fn run_image(&self, name: &str, image: &str, argv: &[&str]) -> anyhow::Result<Container> {
         ensure!(
             !name.is_empty()
                 && name.len() <= 40
@@ -338,8 +357,6 @@ impl Containerd {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "container name {name:?} is invalid: use 1 to 40 letters, digits, '-' or '_'"
         );
-        ensure!(!argv.is_empty(), "argv for container {name:?} is empty: give the process to run, e.g. [\"sleep\", \"3600\"]");
-        let image = self.ensure_image()?;
         let suffix = format!("{:08x}", rand::random::<u32>());
         let id = format!("{name}-{suffix}");
         let host_veth = format!("htb{suffix}");
@@ -378,7 +395,7 @@ impl Containerd {
             &log_uri,
             "--with-ns",
             &with_ns,
-            &image,
+            image,
             &id,
         ];
         args.extend_from_slice(argv);

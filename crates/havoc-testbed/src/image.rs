@@ -192,15 +192,28 @@ fn oci_arch() -> &'static str {
 
 fn oci_archive(busybox: &[u8], applets: &BTreeSet<String>, name: &str) -> anyhow::Result<Vec<u8>> {
     let layer = layer_tar(busybox, applets)?;
+    archive_of(
+        layer,
+        json!({
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/bin/sh"],
+            "WorkingDir": "/",
+        }),
+        name,
+    )
+}
+
+/// An OCI image layout in a tar: one layer, an image config with `container_config`.
+fn archive_of(
+    layer: Vec<u8>,
+    container_config: serde_json::Value,
+    name: &str,
+) -> anyhow::Result<Vec<u8>> {
     let layer_digest = format!("sha256:{}", sha256_hex(&layer));
     let config = serde_json::to_vec(&json!({
         "architecture": oci_arch(),
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["/bin/sh"],
-            "WorkingDir": "/",
-        },
+        "config": container_config,
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
     }))?;
     let config_digest = format!("sha256:{}", sha256_hex(&config));
@@ -251,6 +264,144 @@ fn oci_archive(busybox: &[u8], applets: &BTreeSet<String>, name: &str) -> anyhow
     }
     tar.into_inner()
         .context("failed to finish the image archive")
+}
+
+/// What [`build_havoc_image`] put in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HavocImage {
+    /// Size of the stripped `havoc` binary in the image.
+    pub binary_bytes: u64,
+    /// Whether the binary is statically linked (no libraries in the image).
+    pub is_static: bool,
+    /// Shared libraries copied from the host, by their path in the image (empty when static).
+    pub libraries: Vec<String>,
+    /// Size of the archive.
+    pub archive_bytes: u64,
+}
+
+/// Builds the OCI image archive `out` for `name` (e.g. `havoc.local/havoc:dev`) holding the
+/// `havoc` binary at `/havoc` (the entrypoint), stripped of symbols and debug info with
+/// binutils' `strip`, and an empty `/tmp` and `/var/lib/havoc`.
+///
+/// A statically linked binary (`RUSTFLAGS='-C target-feature=+crt-static'`) goes in alone. A
+/// glibc-linked one (the default `cargo build --release`) gets the libraries `ldd` names,
+/// copied from this host at the same paths, so that it starts in an image without a
+/// distribution; such an image runs where this host's glibc is acceptable (same architecture),
+/// and its libraries are listed in the result.
+pub fn build_havoc_image(out: &Path, name: &str, binary: &Path) -> anyhow::Result<HavocImage> {
+    ensure!(
+        !name.is_empty() && !name.contains(char::is_whitespace),
+        "image name {name:?} is not a valid reference: expected e.g. havoc.local/havoc:dev"
+    );
+    let work = tempfile::tempdir().context("failed to make a temporary directory")?;
+    let stripped = work.path().join("havoc");
+    let st = Command::new("strip")
+        .args(["--strip-all", "-o"])
+        .arg(&stripped)
+        .arg(binary)
+        .output()
+        .context("failed to run strip (install binutils)")?;
+    ensure!(
+        st.status.success(),
+        "strip {} failed: {}",
+        binary.display(),
+        String::from_utf8_lossy(&st.stderr).trim()
+    );
+    let elf = std::fs::read(&stripped)
+        .with_context(|| format!("failed to read {}", stripped.display()))?;
+    let is_static = ensure_static_elf(&stripped, &elf).is_ok();
+    let libraries = if is_static {
+        Vec::new()
+    } else {
+        shared_libraries(binary)?
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dirs: BTreeSet<String> = ["tmp", "var", "var/lib", "var/lib/havoc", "etc"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for lib in &libraries {
+        let mut parent = Path::new(lib.trim_start_matches('/')).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(p.to_string_lossy().into_owned());
+            parent = p.parent();
+        }
+    }
+    for dir in &dirs {
+        let mode = if dir == "tmp" { 0o1777 } else { 0o755 };
+        append_dir(&mut tar, &format!("{dir}/"), mode)?;
+    }
+    append_file(&mut tar, "havoc", 0o755, &elf)?;
+    append_file(
+        &mut tar,
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/:/havoc\nnonroot:x:65532:65532::/:/havoc\n",
+    )?;
+    append_file(
+        &mut tar,
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnonroot:x:65532:\n",
+    )?;
+    for lib in &libraries {
+        // Read through symlinks: the image holds the file at every path the loader uses.
+        let data = std::fs::read(lib).with_context(|| format!("failed to read library {lib}"))?;
+        append_file(&mut tar, lib.trim_start_matches('/'), 0o755, &data)?;
+    }
+    let layer = tar.into_inner().context("failed to finish the layer tar")?;
+    let archive = archive_of(
+        layer,
+        json!({
+            "Entrypoint": ["/havoc"],
+            "Cmd": ["--help"],
+            "WorkingDir": "/",
+        }),
+        name,
+    )?;
+    std::fs::write(out, &archive)
+        .with_context(|| format!("failed to write the image archive {}", out.display()))?;
+    Ok(HavocImage {
+        binary_bytes: elf.len() as u64,
+        is_static,
+        libraries,
+        archive_bytes: archive.len() as u64,
+    })
+}
+
+/// The absolute paths of the shared libraries (and the loader) `ldd` lists for `binary`.
+fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("failed to run ldd")?;
+    ensure!(
+        out.status.success(),
+        "ldd {} failed: {}",
+        binary.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let mut libs: BTreeSet<String> = BTreeSet::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            ensure!(
+                p.split('/').all(|c| c != ".."),
+                "ldd named a library path with `..`: {p}"
+            );
+            libs.insert(p.to_string());
+        }
+    }
+    ensure!(
+        !libs.is_empty(),
+        "{} is dynamically linked but ldd names no library",
+        binary.display()
+    );
+    Ok(libs.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod host;
 mod image;
 
 pub use containerd::{Container, Containerd, UdpCounters, IMAGE, NAMESPACE};
-pub use image::build_busybox_image;
+pub use image::{build_busybox_image, build_havoc_image, HavocImage};
 
 /// True if the process runs as root; otherwise prints why the calling test is skipped.
 /// Use as `if !havoc_testbed::root_or_skip("name") { return; }`.
