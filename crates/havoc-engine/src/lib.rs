@@ -12,6 +12,7 @@ pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod watchdog;
+pub mod workflow;
 
 pub use report::{RunReport, Verdict};
 pub use run::{execute, plan, Event, Observer, Plan, PlanError, RunConfig, StopFlag};

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run an experiment: validate, resolve targets, inject, hold, recover, report.
     Run(cmd::run::Args),
+    /// Run a Schedule in the foreground (each run writes its report; SIGTERM stops cleanly).
+    Schedule(cmd::schedule::Args),
     /// Check experiment files without touching anything.
     Validate(cmd::validate::Args),
     /// Undo everything a crashed or killed havoc left in effect (from the journal).
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         .init();
     let code = match cli.command {
         Command::Run(args) => cmd::run::run(args, &cli.state_dir, started),
+        Command::Schedule(args) => cmd::schedule::run(args, &cli.state_dir, started),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Recover(args) => cmd::recover::run(args, &cli.state_dir),
         Command::Halt(args) => cmd::halt::run(args, &cli.state_dir),

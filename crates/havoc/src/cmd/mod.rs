@@ -11,6 +11,7 @@ pub mod install;
 pub mod operator;
 pub mod recover;
 pub mod run;
+pub mod schedule;
 pub mod validate;
 
 use std::path::Path;

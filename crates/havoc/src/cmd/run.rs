@@ -27,6 +27,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8> {
+    // A Workflow document runs through the workflow engine (see cmd::schedule).
+    if let Ok(text) = havoc_spec::source::read_file(&args.file) {
+        if havoc_spec::workflow::document_kind(&text).as_deref() == Some("Workflow") {
+            let opts = Options {
+                seed: args.seed,
+                dry_run: args.dry_run,
+                json: args.output == "json",
+                report_dir: args.report_dir,
+            };
+            return super::schedule::run_workflow_file(&args.file, &text, &opts, state_dir, started);
+        }
+    }
     let exp = match super::load_experiment(&args.file)? {
         Ok(e) => e,
         Err(code) => return Ok(code),
