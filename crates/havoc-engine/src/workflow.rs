@@ -531,6 +531,8 @@ pub struct ScheduledRun {
 pub enum ScheduleEvent {
     Started {
         scheduled: DateTime<Utc>,
+        /// How long after its scheduled time the run started.
+        late: Duration,
         missed: u32,
         report_dir: PathBuf,
     },
@@ -614,6 +616,7 @@ pub fn run_schedule(
                 let dir = base.join(format!("{name}-{}-{seq}", at.timestamp()));
                 on_event(&ScheduleEvent::Started {
                     scheduled: at,
+                    late: (Utc::now() - at).to_std().unwrap_or_default(),
                     missed: d.missed,
                     report_dir: dir.clone(),
                 });

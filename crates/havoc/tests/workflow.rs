@@ -381,7 +381,7 @@ fn every_two_seconds_runs_on_time_and_stops_cleanly() {
         5.0,
     );
     assert!(status.success(), "{err}");
-    let started = err.matches("started; report in").count();
+    let started = err.matches("ms after its time; report in").count();
     assert!(
         (2..=3).contains(&started),
         "@every 2s for 5 s: 2 runs (3 with rounding): {err}"
@@ -399,6 +399,95 @@ fn every_two_seconds_runs_on_time_and_stops_cleanly() {
 }
 
 #[test]
+fn sigterm_aborts_a_workflow_and_recovers() {
+    if !root_or_skip("sigterm_aborts_a_workflow_and_recovers") {
+        return;
+    }
+    let sleeper = Reaped::sleeper();
+    let pid = sleeper.pid();
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(
+        dir.path(),
+        "long.yaml",
+        &format!("apiVersion: havoc.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: long}}\nspec:\n  entry: main\n  templates:\n  - {{name: main, templateType: Serial, children: [pause, after]}}\n  - {{name: pause, templateType: ProcessChaos, deadline: 60s, processChaos: {{action: pause, selector: {{pids: [{pid}]}}}}}}\n  - {{name: after, templateType: Suspend, deadline: 1s}}\n"),
+    );
+    let rd = dir.path().join("report");
+    let mut child = Command::new(havoc())
+        .args([
+            "run",
+            f.to_str().expect("path"),
+            "--report-dir",
+            rd.to_str().expect("path"),
+        ])
+        .env("HAVOC_STATE_DIR", dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("havoc run");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || state(pid) == Some('T')),
+        "the pause is in effect"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "havoc run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(state(pid), Some('S'), "the pause was recovered");
+    let r = report(&rd);
+    assert_eq!(r["phase"], "Aborted", "{r:#}");
+    assert_eq!(node(&r, "main/pause")["phase"], "Aborted");
+    assert_eq!(node(&r, "main/after")["phase"], "Skipped");
+    assert_eq!(r["allRecovered"], true);
+}
+
+#[test]
+fn a_schedule_node_runs_until_its_deadline() {
+    if !root_or_skip("a_schedule_node_runs_until_its_deadline") {
+        return;
+    }
+    let sleeper = Reaped::sleeper();
+    let pid = sleeper.pid();
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(
+        dir.path(),
+        "sched.yaml",
+        &format!("apiVersion: havoc.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: sched}}\nspec:\n  entry: tick\n  templates:\n  - name: tick\n    templateType: Schedule\n    deadline: 2500ms\n    schedule: {{schedule: '@every 1s', historyLimit: 5, type: ProcessChaos, processChaos: {{action: pause, selector: {{pids: [{pid}]}}, duration: 200ms}}}}\n"),
+    );
+    let rd = dir.path().join("report");
+    let out = Command::new(havoc())
+        .args([
+            "run",
+            f.to_str().expect("path"),
+            "--report-dir",
+            rd.to_str().expect("path"),
+        ])
+        .env("HAVOC_STATE_DIR", dir.path().join("state"))
+        .output()
+        .expect("havoc run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(&rd);
+    let tick = node(&r, "tick");
+    assert_eq!(tick["phase"], "DeadlineExceeded", "{r:#}");
+    assert_eq!(
+        tick["runs"].as_array().map(Vec::len),
+        Some(2),
+        "@every 1s for 2.5 s: {r:#}"
+    );
+    assert_eq!(state(pid), Some('S'));
+}
+
+#[test]
 fn forbid_skips_a_run_while_one_runs_and_sigterm_recovers() {
     if !root_or_skip("forbid_skips_a_run_while_one_runs_and_sigterm_recovers") {
         return;
@@ -413,7 +502,7 @@ fn forbid_skips_a_run_while_one_runs_and_sigterm_recovers() {
     );
     assert!(status.success(), "{err}");
     assert_eq!(
-        err.matches("started; report in").count(),
+        err.matches("ms after its time; report in").count(),
         1,
         "one run holds the pause: {err}"
     );

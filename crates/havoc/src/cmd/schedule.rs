@@ -109,6 +109,7 @@ pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8>
         &mut |ev| match ev {
             ScheduleEvent::Started {
                 scheduled,
+                late,
                 missed,
                 report_dir,
             } => {
@@ -119,8 +120,9 @@ pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8>
                 );
                 }
                 eprintln!(
-                    "havoc: run for {} started; report in {}",
+                    "havoc: run for {} started {} ms after its time; report in {}",
                     scheduled.to_rfc3339(),
+                    late.as_millis(),
                     report_dir.display()
                 );
             }
