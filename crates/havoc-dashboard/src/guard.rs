@@ -51,7 +51,7 @@ impl Hosts {
 
     pub fn allows(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.allowed.iter().any(|h| *h == host)
+        self.allowed.contains(&host)
     }
 }
 

@@ -158,7 +158,8 @@ impl Jobs {
                 .join(&j.report_key)
                 .join("report.json")
                 .exists();
-            if j.exit_code.is_some() {
+            // The output matters only when a run ended without a report (it failed to start).
+            if j.exit_code.is_some() && !j.has_report {
                 j.output_tail = tail(&job_dir(state_dir, &j.id).join("output.log"));
             }
         }
