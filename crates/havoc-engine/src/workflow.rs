@@ -354,6 +354,10 @@ pub fn run_fault(
             abort: None,
         },
     };
+    // The apply latency of a node's fault counts from the node's start, not the command's.
+    let mut cfg = cfg.clone();
+    cfg.command_started = Instant::now();
+    let cfg = &cfg;
     let protect = Protection::for_this_process(&[]);
     let plan = match crate::plan(&exp, rand::random(), &protect) {
         Ok(p) => p,

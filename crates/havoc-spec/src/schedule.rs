@@ -536,6 +536,27 @@ mod tests {
     }
 
     #[test]
+    fn schedule_documents() {
+        let head =
+            "apiVersion: chaos-mesh.org/v1alpha1\nkind: Schedule\nmetadata: {name: s}\nspec:\n";
+        let s = parse_schedule(&format!("{head}  schedule: '@every 5s'\n  type: ProcessChaos\n  processChaos: {{action: pause, selector: {{pids: [1]}}, duration: 1s}}\n")).expect("valid");
+        assert_eq!(s.spec.concurrency_policy, ConcurrencyPolicy::Forbid);
+        assert_eq!(s.spec.history_limit, 1);
+        let s = parse_schedule(&format!("{head}  schedule: '0 * * * *'\n  concurrencyPolicy: Allow\n  type: Workflow\n  workflow: {{entry: w, templates: [{{name: w, templateType: Suspend, deadline: 1s}}]}}\n")).expect("valid");
+        assert!(matches!(s.spec.target, ScheduleTarget::Workflow(_)));
+        for (body, want) in [
+            ("  schedule: '@every 5s'\n  type: PodChaos\n  podChaos: {}\n", "s.yaml:6:9: spec.type: unknown type `PodChaos`"),
+            ("  schedule: '@every 5s'\n  type: ProcessChaos\n", "spec.processChaos: is required for type ProcessChaos"),
+            ("  schedule: '@every 5s'\n  historyLimit: 0\n  type: ProcessChaos\n  processChaos: {action: pause, selector: {pids: [1]}, duration: 1s}\n", "s.yaml:6:17: spec.historyLimit: must be 1..=1000, got 0"),
+            ("  schedule: '@every 5s'\n  concurrencyPolicy: Replace\n  type: ProcessChaos\n  processChaos: {action: pause, selector: {pids: [1]}, duration: 1s}\n", "spec.concurrencyPolicy: unknown value `Replace`"),
+            ("  schedule: '@every 5s'\n  suspend: true\n  type: ProcessChaos\n  processChaos: {action: pause, selector: {pids: [1]}, duration: 1s}\n", "unknown field `suspend`"),
+        ] {
+            let e = parse_schedule(&format!("{head}{body}")).expect_err(body).render("s.yaml");
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
+    }
+
+    #[test]
     fn forbid_admits_only_when_idle() {
         assert!(admit(ConcurrencyPolicy::Forbid, 0));
         assert!(!admit(ConcurrencyPolicy::Forbid, 1));

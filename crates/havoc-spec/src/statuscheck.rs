@@ -200,6 +200,48 @@ impl StatusCheckSpec {
     }
 }
 
+/// A `kind: StatusCheck` document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusCheck {
+    pub api_version: String,
+    pub metadata: crate::experiment::Metadata,
+    pub spec: StatusCheckSpec,
+}
+
+/// Parses and validates a `kind: StatusCheck` document.
+pub fn parse_status_check(src: &str) -> Result<StatusCheck, crate::error::SpecErrors> {
+    let (root, api_version, metadata) = crate::workflow::document(src, "StatusCheck")?;
+    let sp = FieldPath::root().key("spec");
+    let node = root.get("spec").expect("document() checked spec");
+    let mut errors = Vec::new();
+    let spec = match crate::de::from_node::<StatusCheckSpec>(node, &sp) {
+        Ok(s) => {
+            let mut p = Problems::new();
+            s.validate(&sp, &mut p);
+            for (fp, message) in p.into_vec() {
+                errors.push(crate::error::SpecError {
+                    pos: fp.locate(&root),
+                    path: fp,
+                    message,
+                });
+            }
+            Some(s)
+        }
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    crate::workflow::finish_doc(
+        errors,
+        spec.map(|spec| StatusCheck {
+            api_version,
+            metadata,
+            spec,
+        }),
+    )
+}
+
 /// One probe result kept in a check's bounded history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -345,6 +387,37 @@ mod tests {
         }
         assert_eq!(t.history.len(), 5);
         assert_eq!(t.history.front().map(|r| r.at_unix_ms), Some(45));
+    }
+
+    #[test]
+    fn documents_parse_and_wrong_fields_are_positioned() {
+        let head =
+            "apiVersion: chaos-mesh.org/v1alpha1\nkind: StatusCheck\nmetadata: {name: c}\nspec:\n";
+        let ok = parse_status_check(&format!(
+            "{head}  mode: Continuous\n  type: HTTP\n  intervalSeconds: 2\n  http:\n    url: http://127.0.0.1:8080/\n    criteria: {{statusCode: '200-399'}}\n"
+        ))
+        .expect("valid");
+        assert_eq!(ok.spec.mode, CheckMode::Continuous);
+        assert_eq!(ok.spec.http.criteria.range(), Ok((200, 399)));
+        let e = parse_status_check(&format!(
+            "{head}  failureThreshold: 0\n  http:\n    url: http://127.0.0.1:8080/\n    criteria: {{statusCode: '2xx'}}\n"
+        ))
+        .expect_err("invalid")
+        .render("c.yaml");
+        assert!(
+            e.contains("c.yaml:5:21: spec.failureThreshold: must be at least 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("c.yaml:8:28: spec.http.criteria.statusCode: `2xx` is not a status code"),
+            "{e}"
+        );
+        let e = parse_status_check(&format!(
+            "{head}  type: TCP\n  http: {{url: 'http://x/', criteria: {{statusCode: '200'}}}}\n"
+        ))
+        .expect_err("TCP")
+        .render("c.yaml");
+        assert!(e.contains("spec.type: unknown value `TCP`"), "{e}");
     }
 
     #[test]
