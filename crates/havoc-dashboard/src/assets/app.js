@@ -53,16 +53,43 @@ async function loadRuns() {
 
 // --- Live ---------------------------------------------------------------------------------
 let knownReports = new Set();
+// Fault windows as this page saw them: the journal lists what is in effect now; a window opens
+// when an entry appears and closes when it goes (to the 250 ms the server polls at).
+const windows = new Map();
+let lastState = null;
+function trackWindows(state) {
+  const now = Date.now();
+  for (const run of state.active) {
+    const w = windows.get(run.runId) || new Map();
+    windows.set(run.runId, w);
+    const current = new Set();
+    for (const f of run.inEffect) {
+      const key = f.fault + "\u0000" + f.target;
+      current.add(key);
+      const open = w.get(key);
+      if (open && open.to == null) continue;
+      if (open) w.set(key + "\u0000" + open.from, open); // keep the window that closed
+      w.set(key, { fault: f.fault, target: f.target, from: now, to: null });
+    }
+    for (const [key, win] of w) if (win && win.to == null && !current.has(key)) win.to = now;
+  }
+}
 function renderLive(state) {
+  lastState = state;
   const live = $("live-list");
   live.replaceChildren();
   for (const run of state.active) {
+    const t0 = run.startedAtUnixMs || Date.now();
+    const rel = (ms) => "+" + ((ms - t0) / 1000).toFixed(1) + " s";
     const faults = el("ul", {});
-    for (const f of run.inEffect) faults.append(el("li", {}, `${f.fault} on ${f.target}`));
+    for (const win of (windows.get(run.runId) || new Map()).values()) {
+      faults.append(el("li", {}, `${win.fault} on ${win.target}: `,
+        win.to == null ? el("strong", {}, `in effect since ${rel(win.from)}`) : `in effect ${rel(win.from)} → ${rel(win.to)}`));
+    }
     if (!run.inEffect.length) faults.append(el("li", { class: "muted" }, "no fault in effect right now"));
-    const elapsed = run.startedAtUnixMs ? ((Date.now() - run.startedAtUnixMs) / 1000).toFixed(0) + " s" : "";
+    const elapsed = ((Date.now() - t0) / 1000).toFixed(0) + " s";
     live.append(el("li", {},
-      el("strong", {}, run.experiment), ` · run ${run.runId} · pid ${run.pid} · ${elapsed}`, faults,
+      el("strong", {}, run.experiment), ` · run ${run.runId} · pid ${run.pid} · running for ${elapsed}`, faults,
       el("button", { type: "button", class: "danger", "aria-label": `Halt run ${run.runId}`,
         onclick: () => halt(run.runId) }, "Halt")));
   }
@@ -89,7 +116,7 @@ function renderLive(state) {
 
 function connect() {
   const es = new EventSource("/api/events");
-  es.addEventListener("state", (e) => renderLive(JSON.parse(e.data)));
+  es.addEventListener("state", (e) => { const st = JSON.parse(e.data); trackWindows(st); renderLive(st); });
   es.onerror = () => { $("live-status").textContent = "Disconnected from the dashboard; retrying…"; };
 }
 
@@ -197,5 +224,6 @@ window.addEventListener("DOMContentLoaded", () => {
   $("start").addEventListener("click", start);
   loadRuns();
   connect();
+  setInterval(() => { if (lastState && lastState.active.length) renderLive(lastState); }, 1000);
   check();
 });
