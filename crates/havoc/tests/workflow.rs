@@ -512,3 +512,38 @@ fn forbid_skips_a_run_while_one_runs_and_sigterm_recovers() {
     );
     assert_eq!(state(pid), Some('S'), "SIGTERM recovered the running pause");
 }
+
+#[test]
+fn kill_9_of_a_schedule_mid_run_leaves_nothing_paused() {
+    if !root_or_skip("kill_9_of_a_schedule_mid_run_leaves_nothing_paused") {
+        return;
+    }
+    let sleeper = Reaped::sleeper();
+    let pid = sleeper.pid();
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(
+        dir.path(),
+        "schedule.yaml",
+        &format!("apiVersion: havoc.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: killed}}\nspec:\n  schedule: '@every 1s'\n  type: ProcessChaos\n  processChaos: {{action: pause, selector: {{pids: [{pid}]}}, duration: 60s}}\n"),
+    );
+    let mut child = Reaped::spawn(
+        Command::new(havoc())
+            .args(["schedule", f.to_str().expect("path")])
+            .env("HAVOC_STATE_DIR", dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || state(pid) == Some('T')),
+        "the scheduled pause is in effect"
+    );
+    child.0.kill().expect("SIGKILL havoc schedule");
+    child.0.wait().expect("reap");
+    // The run's watchdog (one per fault, as for `havoc run`) resumes the target.
+    let t0 = Instant::now();
+    assert!(
+        common::wait_until(Duration::from_secs(5), || state(pid) == Some('S')),
+        "still paused after the holder died"
+    );
+    eprintln!("resumed {:?} after SIGKILL", t0.elapsed());
+}
