@@ -334,8 +334,12 @@ async fn plan(body: Bytes) -> Response {
         "the dashboard is not running as root: targets are resolved from what this user can \
          see in /proc, so other users' processes may be missing, and runs cannot be started",
     );
+    let seed = exp.spec.seed.unwrap_or(0);
+    let seed_note = exp.spec.seed.is_none().then_some(
+        "the spec has no seed: the preview used seed 0, and a run picks its own, so targets \
+         chosen at random (mode one, fixed, percentages) may differ; set spec.seed to fix them",
+    );
     let planned = blocking(move || {
-        let seed = exp.spec.seed.unwrap_or(0);
         let protect = havoc_engine::resolve::Protection::for_this_process(&[]);
         havoc_engine::plan(&exp, seed, &protect)
             .map(|p| p.describe())
@@ -343,8 +347,12 @@ async fn plan(body: Bytes) -> Response {
     })
     .await;
     match planned {
-        Ok(Ok(text)) => Json(json!({ "valid": true, "root": root, "note": note, "plan": text })),
-        Ok(Err(e)) => Json(json!({ "valid": true, "root": root, "note": note, "planError": e })),
+        Ok(Ok(text)) => Json(json!({
+            "valid": true, "root": root, "note": note, "seed": seed, "seedNote": seed_note, "plan": text,
+        })),
+        Ok(Err(e)) => Json(json!({
+            "valid": true, "root": root, "note": note, "seed": seed, "seedNote": seed_note, "planError": e,
+        })),
         Err(resp) => return resp,
     }
     .into_response()

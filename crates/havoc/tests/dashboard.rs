@@ -218,3 +218,57 @@ fn start_watch_and_halt_a_pause_from_the_dashboard() {
     }));
     drop(d.child);
 }
+
+#[test]
+fn halt_all_stops_every_run_started_from_the_dashboard() {
+    if !root_or_skip("halt_all_stops_every_run_started_from_the_dashboard") {
+        return;
+    }
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let sleepers = [Reaped::sleeper(), Reaped::sleeper()];
+    let d = Dashboard::start(state_dir.path());
+    let mut ids = Vec::new();
+    for (i, s) in sleepers.iter().enumerate() {
+        let yaml = format!(
+            "apiVersion: havoc.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: dash-all-{i} }}\nspec:\n  duration: 60s\n  faults:\n    - name: pause-{i}\n      kind: ProcessChaos\n      action: pause\n      selector: {{ pids: [{}] }}\n",
+            s.pid()
+        );
+        let r = d.post("/api/runs", &yaml);
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.json()["job"]["id"].as_str().expect("id").to_string());
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || sleepers
+            .iter()
+            .all(|s| state(s.pid()) == Some('T'))),
+        "both sleeps should be paused"
+    );
+    // Both journals are live before halting, so both runs have their signal handlers.
+    assert!(wait_until(Duration::from_secs(5), || d
+        .get("/api/active")
+        .json()["active"]
+        .as_array()
+        .is_some_and(|a| a.len() == 2)));
+    let r = d.post("/api/halt", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["halted"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.body
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let runs = d.get("/api/runs?verdict=aborted").json();
+            ids.iter().all(|id| {
+                runs["runs"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["key"] == id.as_str()))
+            })
+        }),
+        "both runs should report aborted"
+    );
+    for s in &sleepers {
+        assert_ne!(state(s.pid()), Some('T'), "pid {} still stopped", s.pid());
+    }
+}

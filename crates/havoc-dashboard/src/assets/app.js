@@ -195,7 +195,7 @@ async function preview() {
   const r = await post("/api/plan", $("yaml").value);
   const j = r.json;
   $("plan").textContent = j.plan || j.planError || (j.errors ? "Fix the problems above first." : j.error || "");
-  $("action-status").textContent = (j.note ? j.note + ". " : "") + (j.planError ? "The plan failed." : j.plan ? "Dry run: nothing was injected." : "");
+  $("action-status").textContent = (j.note ? j.note + ". " : "") + (j.seedNote ? j.seedNote + ". " : "") + (j.planError ? "The plan failed." : j.plan ? "Dry run: nothing was injected." : "");
 }
 
 async function start() {
