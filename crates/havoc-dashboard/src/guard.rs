@@ -7,6 +7,7 @@
 //!   in the page (random per process), and its `Origin`, when the browser sends one, must be
 //!   this very origin. A form or `fetch` from another site cannot set the header without a CORS
 //!   preflight, which is never granted.
+//! - Every response forbids framing (no clickjacking of Halt) and loading from anywhere else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,5 +105,30 @@ pub async fn check(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             }
         }
     }
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    // Nothing but our own assets (the report page's inline CSS and SVG included), and no framing
+    // by another page (a Halt button under someone else's click).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
+
+/// The Content-Security-Policy of every response.
+pub const CSP: &str =
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";

@@ -93,6 +93,11 @@ fn index_embeds_the_token_and_loads_nothing_from_elsewhere() {
         );
     }
     assert_eq!(s.get("/assets/app.js").status, 200);
+    for path in ["/", "/runs/run-a"] {
+        let head = s.get(path).head.to_ascii_lowercase();
+        assert!(head.contains("frame-ancestors 'none'"), "{path}: {head}");
+        assert!(head.contains("x-frame-options: deny"), "{path}: {head}");
+    }
 }
 
 #[test]
