@@ -20,8 +20,11 @@
 //!
 //! Deadlines (every node ends):
 //! - a fault node: `deadline`, else its `duration`; one of them is required, except for a one-shot
-//!   fault (`action: kill`, duration 0), which finishes when it is done. When both are given the
-//!   fault lasts `duration` and the deadline bounds the node;
+//!   fault (`action: kill`, duration 0), which finishes when it is done. With `deadline` alone the
+//!   fault holds for the deadline from the moment it is in effect (Havoc's time model: injection
+//!   time is not taken from the hold), and the node is stopped at deadline + [`CHAOS_GRACE`] at
+//!   the latest; with `duration` alone the node's deadline is duration + [`CHAOS_GRACE`]; when
+//!   both are given the fault lasts `duration` and the deadline bounds the node strictly;
 //! - Suspend and Schedule nodes: `deadline` is required (they would never end otherwise);
 //! - Task nodes: default [`DEFAULT_TASK_DEADLINE`] (10 minutes), the command is killed then;
 //! - StatusCheck nodes: `deadline`, else the check's `duration` (Continuous), else
@@ -67,6 +70,9 @@ pub const MAX_EXPRESSION: usize = 1024;
 pub const MAX_STDOUT: usize = 64 * 1024;
 /// A Task node's deadline when none is given.
 pub const DEFAULT_TASK_DEADLINE: Duration = Duration::from_secs(600);
+/// How long past its planned end a fault node may run (injecting and recovering) before it is
+/// stopped.
+pub const CHAOS_GRACE: Duration = Duration::from_secs(30);
 /// A StatusCheck node's deadline when neither `deadline` nor the check's `duration` is given.
 pub const DEFAULT_CHECK_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -1480,6 +1486,13 @@ fn finish(n: &mut NodeState, phase: NodePhase, message: Option<String>, now: u64
 /// A node's own deadline: `deadline`, else the documented default of its type (module docs).
 /// A fault node with a duration and no deadline gets duration + 30 s for injection and recovery.
 pub fn node_deadline(t: &Template) -> Option<Duration> {
+    // A fault that lasts its node's deadline holds it from the moment it is in effect (Havoc's
+    // time model), so the node is only stopped if it overruns by the recovery grace.
+    if let (TemplateKind::Chaos(f), Some(d)) = (&t.kind, t.deadline) {
+        if f.duration.is_none() {
+            return Some(d + CHAOS_GRACE);
+        }
+    }
     if let Some(d) = t.deadline {
         return Some(d);
     }
