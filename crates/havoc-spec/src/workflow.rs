@@ -1764,6 +1764,64 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_deadline_bounds_its_children() {
+        let s = spec("  entry: main\n  templates:\n  - {name: main, templateType: Serial, deadline: 1s, children: [par, never]}\n  - {name: par, templateType: Parallel, children: [t, w]}\n  - {name: t, templateType: Task, task: {command: [sleep, '9']}}\n  - {name: w, templateType: Suspend, deadline: 10s}\n  - {name: never, templateType: Suspend, deadline: 1s}\n");
+        let mut t = Tree::new(&s);
+        let task = started(&t.advance(&s, 0))[0];
+        let w = t
+            .nodes
+            .iter()
+            .position(|n| n.path == "main/par/w")
+            .expect("w");
+        assert_eq!(
+            t.nodes[task].deadline_ms,
+            Some(1000),
+            "the task's default 10 min is cut to the serial's 1 s"
+        );
+        assert_eq!(t.nodes[w].deadline_ms, Some(1000));
+        assert_eq!(
+            t.advance(&s, 1000),
+            vec![Action::Stop(task, StopCause::Deadline)]
+        );
+        t.work_finished(
+            &s,
+            task,
+            WorkOutcome::TaskExited {
+                exit_code: -1,
+                stdout: String::new(),
+            },
+            1020,
+        );
+        let a = t.advance(&s, 1020);
+        assert_eq!(
+            a,
+            vec![Action::Finished(NodePhase::Failed)],
+            "the killed task failed"
+        );
+        let never = t
+            .nodes
+            .iter()
+            .find(|n| n.path == "main/never")
+            .expect("never");
+        assert_eq!(never.phase, NodePhase::Skipped);
+        assert!(
+            t.nodes.iter().all(|n| n.phase.is_done()),
+            "every node ended: {:?}",
+            t.nodes
+        );
+    }
+
+    #[test]
+    fn document_kind_chooses_the_parser() {
+        assert_eq!(
+            document_kind("kind: Workflow\n").as_deref(),
+            Some("Workflow")
+        );
+        assert_eq!(document_kind("kind: [x]\n"), None);
+        assert_eq!(document_kind(": : :"), None);
+    }
+
+    #[test]
     fn embedded_keys() {
         assert_eq!(embedded_key("ProcessChaos"), "processChaos");
         assert_eq!(embedded_key("IOChaos"), "ioChaos");
