@@ -129,7 +129,9 @@ impl Fault for SyscallFault {
             }
             Err(_) => {
                 let _ = handle.join();
-                return Err(FaultError::Other(format!("the tracer of {label} died while attaching")));
+                return Err(FaultError::Other(format!(
+                    "the tracer of {label} died while attaching"
+                )));
             }
         };
         Ok(Box::new(SyscallInjection {
@@ -166,13 +168,13 @@ struct Rules {
 
 impl Rules {
     fn new(spec: &SyscallChaos, seed: u64) -> Result<Rules, FaultError> {
-        let path = match &spec.path {
-            Some(p) => Some(
-                glob::Pattern::new(p)
-                    .map_err(|e| FaultError::Other(format!("invalid path glob `{p}`: {}", e.msg)))?,
-            ),
-            None => None,
-        };
+        let path =
+            match &spec.path {
+                Some(p) => Some(glob::Pattern::new(p).map_err(|e| {
+                    FaultError::Other(format!("invalid path glob `{p}`: {}", e.msg))
+                })?),
+                None => None,
+            };
         Ok(Rules {
             defs: spec.defs(),
             path,
@@ -224,7 +226,8 @@ struct Tracer {
     stop: Arc<AtomicBool>,
 }
 
-const OPTIONS: u32 = ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACEVFORK | ptrace::O_TRACECLONE;
+const OPTIONS: u32 =
+    ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACEVFORK | ptrace::O_TRACECLONE;
 
 impl Tracer {
     /// Seizes every thread of `pid` (rereading the list until no unknown thread appears) and
@@ -246,7 +249,9 @@ impl Tracer {
                     Ok(()) => {}
                     Err(e) if e.errno() == Some(libc_esrch()) => continue,
                     // Auto-attached already (a clone of a seized thread): ours.
-                    Err(e) if e.errno() == Some(1) && ptrace::tracer_of(tid).ok() == Some(std::process::id() as i32) => {}
+                    Err(e)
+                        if e.errno() == Some(1)
+                            && ptrace::tracer_of(tid).ok() == Some(std::process::id() as i32) => {}
                     Err(source) => {
                         return Err(FaultError::Sys {
                             action: "trace (PTRACE_SEIZE) a thread of",
@@ -364,8 +369,10 @@ impl Tracer {
                     || event == ptrace::EVENT_CLONE =>
             {
                 if let Ok(child) = ptrace::event_msg(tid) {
-                    if !self.tracees.contains_key(&(child as i32)) {
-                        self.tracees.insert(child as i32, TraceeState::default());
+                    if let std::collections::btree_map::Entry::Vacant(e) =
+                        self.tracees.entry(child as i32)
+                    {
+                        e.insert(TraceeState::default());
                         self.counters.traced.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -375,7 +382,11 @@ impl Tracer {
                 self.tracees.entry(tid).or_default();
                 if draining {
                     // Group-stopped tracees stay stopped after detach, as they should.
-                    if self.tracees.get(&tid).is_some_and(|t| t.fail_with.is_none()) {
+                    if self
+                        .tracees
+                        .get(&tid)
+                        .is_some_and(|t| t.fail_with.is_none())
+                    {
                         let _ = ptrace::detach(tid, 0);
                         self.tracees.remove(&tid);
                     } else {

@@ -225,16 +225,26 @@ fn stop_outside(
                 )))
             }
         };
-        let rips = sp.instruction_pointers().map_err(|source| FaultError::Sys {
-            action: "read the registers of",
-            target: format!("pid {pid}"),
-            source,
-        })?;
-        let inside = rips.iter().any(|(_, rip)| {
-            busy.iter()
-                .any(|(a, b)| *rip >= vdso_start + a && *rip < vdso_start + b)
-        });
-        if !inside {
+        let rips = sp
+            .instruction_pointers()
+            .map_err(|source| FaultError::Sys {
+                action: "read the registers of",
+                target: format!("pid {pid}"),
+                source,
+            })?;
+        let abs: Vec<(u64, u64)> = busy
+            .iter()
+            .map(|(a, b)| (vdso_start + a, vdso_start + b))
+            .collect();
+        let mut sp = sp;
+        let mut all_out = true;
+        for (tid, rip) in rips {
+            if abs.iter().any(|(a, b)| rip >= *a && rip < *b) {
+                // Run it out of the range an instruction at a time (a clock read is short).
+                all_out &= sp.step_out(tid, &abs, 4096).unwrap_or(false);
+            }
+        }
+        if all_out {
             return Ok(Some(sp));
         }
         drop(sp);
@@ -282,7 +292,8 @@ fn write_edits(
     for e in order {
         let bytes = if undo { &e.original } else { &e.patched };
         havoc_sys::ptrace::write_mem(pid, vdso_start + e.offset, bytes).map_err(io)?;
-        let back = havoc_sys::ptrace::read_mem(pid, vdso_start + e.offset, bytes.len()).map_err(io)?;
+        let back =
+            havoc_sys::ptrace::read_mem(pid, vdso_start + e.offset, bytes.len()).map_err(io)?;
         if &back != bytes {
             return Err(FaultError::Other(format!(
                 "the vDSO of pid {pid} at +{:#x} reads back different bytes after writing",
@@ -310,28 +321,36 @@ pub fn restore_everywhere(vdso_start: u64, edits: &[VdsoEdit]) -> Result<Vec<i32
         .collect();
     let mut restored = Vec::new();
     let mut errors = Vec::new();
-    for p in crate::procinfo::all_processes() {
-        if p.kernel_thread || p.pid == std::process::id() as i32 {
-            continue;
-        }
-        let at = havoc_sys::vdso::find(p.pid).ok().flatten().map(|m| m.start);
-        if at != Some(vdso_start) || !carries_patch(p.pid, vdso_start, edits) {
+    // Every process, by its maps only (kernel threads have no vDSO): cheap enough to scan
+    // the whole machine, which also finds forks whose parent has exited.
+    let me = std::process::id() as i32;
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&pid| pid != me)
+                .collect()
+        })
+        .unwrap_or_default();
+    for pid in pids {
+        let at = havoc_sys::vdso::find(pid).ok().flatten().map(|m| m.start);
+        if at != Some(vdso_start) || !carries_patch(pid, vdso_start, edits) {
             continue;
         }
         let r = (|| {
-            let Some(sp) = stop_outside(p.pid, vdso_start, &busy)? else {
+            let Some(sp) = stop_outside(pid, vdso_start, &busy)? else {
                 return Ok(false);
             };
             // Re-check under the stop: another recovery may have restored it meanwhile.
-            if !carries_patch(p.pid, vdso_start, edits) {
+            if !carries_patch(pid, vdso_start, edits) {
                 return Ok(false);
             }
-            write_edits(p.pid, vdso_start, edits, true)?;
+            write_edits(pid, vdso_start, edits, true)?;
             sp.detach_all();
             Ok::<bool, FaultError>(true)
         })();
         match r {
-            Ok(true) => restored.push(p.pid),
+            Ok(true) => restored.push(pid),
             Ok(false) => {}
             Err(e) => errors.push(crate_error_chain(&e)),
         }
@@ -424,39 +443,16 @@ impl Fault for TimeFault {
         let patch = self.patch()?;
         let pristine = pristine_vdso()?;
         let started = Instant::now();
-        let Some(sp) = stop_outside(pid, 0, &[])? else {
+        // The vDSO's place is fixed for the life of the process: locate and check it first.
+        let vdso_start = check_pristine(target, pid, &pristine)?;
+        let Some(sp) = stop_outside(pid, vdso_start, &patch.busy_ranges)? else {
             return Err(FaultError::TargetGone {
                 target: target.label(),
             });
         };
-        let vdso_start = check_pristine(target, pid, &pristine)?;
-        let busy: Vec<(u64, u64)> = patch.busy_ranges.clone();
-        let threads;
-        let sp = {
-            let rips = sp.instruction_pointers().map_err(|source| FaultError::Sys {
-                action: "read the registers of",
-                target: target.label(),
-                source,
-            })?;
-            let inside = rips.iter().any(|(_, rip)| {
-                busy.iter()
-                    .any(|(a, b)| *rip >= vdso_start + a && *rip < vdso_start + b)
-            });
-            if inside {
-                drop(sp);
-                match stop_outside(pid, vdso_start, &busy)? {
-                    Some(sp) => sp,
-                    None => {
-                        return Err(FaultError::TargetGone {
-                            target: target.label(),
-                        })
-                    }
-                }
-            } else {
-                sp
-            }
-        };
-        threads = sp.tids().len();
+        let threads = sp.tids().len();
+        // Checked again under the stop: another run may have patched it meanwhile.
+        check_pristine(target, pid, &pristine)?;
         if let Err(e) = write_edits(pid, vdso_start, &patch.edits, false) {
             // Put back whatever was written; the threads are still stopped.
             let _ = write_edits(pid, vdso_start, &patch.edits, true);
@@ -569,7 +565,12 @@ mod tests {
     #[test]
     fn stubs_fill_every_placeholder() {
         let (block, at) = stubs(-300, 5, 0b1000_0011);
-        for p in [&PLACEHOLDER_SEC[..], &PLACEHOLDER_NSEC, &PLACEHOLDER_USEC, &PLACEHOLDER_MASK] {
+        for p in [
+            &PLACEHOLDER_SEC[..],
+            &PLACEHOLDER_NSEC,
+            &PLACEHOLDER_USEC,
+            &PLACEHOLDER_MASK,
+        ] {
             assert!(!block.windows(p.len()).any(|w| w == p), "placeholder left");
         }
         assert_eq!(at[0], 0);
@@ -581,16 +582,27 @@ mod tests {
     fn plan_patch_of_own_vdso_jumps_into_free_tail() {
         let img = pristine_vdso().expect("own vdso");
         let p = plan_patch(&img, 3600, 0, 1).expect("patch");
-        assert_eq!(p.edits.len(), 4, "block + clock_gettime + gettimeofday + time");
+        assert_eq!(
+            p.edits.len(),
+            4,
+            "block + clock_gettime + gettimeofday + time"
+        );
         let block = &p.edits[0];
         assert!(block.original.iter().all(|&b| b == 0));
         for e in &p.edits[1..] {
             assert_eq!(e.patched[0], 0xe9);
             let rel = i32::from_le_bytes(e.patched[1..5].try_into().unwrap()) as i64;
             let dest = e.offset as i64 + 5 + rel;
-            assert!(dest >= block.offset as i64 && dest < (block.offset + block.patched.len() as u64) as i64);
+            assert!(
+                dest >= block.offset as i64
+                    && dest < (block.offset + block.patched.len() as u64) as i64
+            );
         }
         let mono = plan_patch(&img, 3600, 0, 1 << 1).expect("patch");
-        assert_eq!(mono.edits.len(), 2, "without CLOCK_REALTIME only clock_gettime");
+        assert_eq!(
+            mono.edits.len(),
+            2,
+            "without CLOCK_REALTIME only clock_gettime"
+        );
     }
 }

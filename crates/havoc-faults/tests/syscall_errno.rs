@@ -158,8 +158,7 @@ fn traced(pid: i32) -> bool {
 
 #[test]
 fn openat_of_a_matching_path_fails_at_the_asked_rate_and_other_paths_succeed() {
-    if !root_or_skip("openat_of_a_matching_path_fails_at_the_asked_rate_and_other_paths_succeed")
-    {
+    if !root_or_skip("openat_of_a_matching_path_fails_at_the_asked_rate_and_other_paths_succeed") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -174,7 +173,10 @@ fn openat_of_a_matching_path_fails_at_the_asked_rate_and_other_paths_succeed() {
     let fault = havoc_faults::syscall::SyscallFault::new(s);
     let target = target_of(c.pid());
     fault.check(&target).expect("check");
-    assert!(fault.undo_plan(&target).is_empty(), "the kernel owns recovery");
+    assert!(
+        fault.undo_plan(&target).is_empty(),
+        "the kernel owns recovery"
+    );
     let mut inj = fault.inject(&target, &ctx(7)).expect("inject");
     assert!(traced(c.pid()));
 
@@ -208,7 +210,11 @@ fn openat_of_a_matching_path_fails_at_the_asked_rate_and_other_paths_succeed() {
     inj.recover().expect("recover");
     assert!(!traced(c.pid()), "detached after recovery");
     let after = c.run(&format!("o 500 {}/match-1.txt", dir.path().display()));
-    assert_eq!((after.ok, after.failed()), (500, 0), "no failure after recovery");
+    assert_eq!(
+        (after.ok, after.failed()),
+        (500, 0),
+        "no failure after recovery"
+    );
     eprintln!("{}", e.summary);
 }
 
@@ -241,9 +247,8 @@ fn connect_fails_as_asked_and_held_calls_are_delayed() {
     assert_eq!(b.ok, 20, "connect works after recovery");
 
     // Delay only: the calls succeed, each about 20 ms late.
-    let fault = havoc_faults::syscall::SyscallFault::new(spec(
-        "  syscalls: [connect]\n  delay: 20ms\n",
-    ));
+    let fault =
+        havoc_faults::syscall::SyscallFault::new(spec("  syscalls: [connect]\n  delay: 20ms\n"));
     let mut inj = fault.inject(&target, &ctx(1)).expect("inject delay");
     let started = Instant::now();
     let b = c.run(&format!("c 10 {port}"));

@@ -190,7 +190,11 @@ fn every_thread_and_a_forked_child_see_the_offset_and_none_after_recovery() {
     let mut r = Reader::start();
     let pid = r.pid();
     let pristine = havoc_faults::time::pristine_vdso().expect("own vdso");
-    assert_eq!(vdso_of(pid), pristine, "the target starts with the kernel's vDSO");
+    assert_eq!(
+        vdso_of(pid),
+        pristine,
+        "the target starts with the kernel's vDSO"
+    );
     let none = [0.0; 3];
     assert_offset("before", &r.ask("r"), none);
 
@@ -222,7 +226,11 @@ fn every_thread_and_a_forked_child_see_the_offset_and_none_after_recovery() {
     ));
 
     inj.recover().expect("recover");
-    assert_eq!(vdso_of(pid), pristine, "recovery restores the bytes exactly");
+    assert_eq!(
+        vdso_of(pid),
+        pristine,
+        "recovery restores the bytes exactly"
+    );
     for i in 0..4 {
         assert_offset(&format!("after, read {i}"), &r.ask("r"), none);
     }

@@ -406,10 +406,7 @@ impl SyscallChaos {
         }
         if let Some(d) = self.delay {
             if d.0 > MAX_DELAY {
-                p.add(
-                    &path.key("delay"),
-                    format!("must be at most 60s, got {d}"),
-                );
+                p.add(&path.key("delay"), format!("must be at most 60s, got {d}"));
             }
         }
         if let Some(glob) = &self.path {

@@ -44,33 +44,75 @@ fn request(
 ) -> Result<libc::c_long, SysError> {
     // SAFETY: every request routed here interprets `addr`/`data` as plain integers (options,
     // signal numbers, zero), never as pointers into our memory.
-    let rc = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let rc = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     check(call, rc)
 }
 
 /// Attaches to one thread without stopping it (`PTRACE_SEIZE`) with `options`.
 pub fn seize(tid: i32, options: u32) -> Result<(), SysError> {
-    request("ptrace(PTRACE_SEIZE)", libc::PTRACE_SEIZE, tid, 0, options as usize).map(|_| ())
+    request(
+        "ptrace(PTRACE_SEIZE)",
+        libc::PTRACE_SEIZE,
+        tid,
+        0,
+        options as usize,
+    )
+    .map(|_| ())
 }
 
 /// Asks a seized thread to stop (`PTRACE_INTERRUPT`); it reports a `PTRACE_EVENT_STOP`.
 pub fn interrupt(tid: i32) -> Result<(), SysError> {
-    request("ptrace(PTRACE_INTERRUPT)", libc::PTRACE_INTERRUPT, tid, 0, 0).map(|_| ())
+    request(
+        "ptrace(PTRACE_INTERRUPT)",
+        libc::PTRACE_INTERRUPT,
+        tid,
+        0,
+        0,
+    )
+    .map(|_| ())
 }
 
 /// Detaches from a stopped tracee, delivering `sig` (0 for none).
 pub fn detach(tid: i32, sig: i32) -> Result<(), SysError> {
-    request("ptrace(PTRACE_DETACH)", libc::PTRACE_DETACH, tid, 0, sig as usize).map(|_| ())
+    request(
+        "ptrace(PTRACE_DETACH)",
+        libc::PTRACE_DETACH,
+        tid,
+        0,
+        sig as usize,
+    )
+    .map(|_| ())
 }
 
 /// Resumes a stopped tracee until its next system call entry or exit (`PTRACE_SYSCALL`).
 pub fn resume_syscall(tid: i32, sig: i32) -> Result<(), SysError> {
-    request("ptrace(PTRACE_SYSCALL)", libc::PTRACE_SYSCALL, tid, 0, sig as usize).map(|_| ())
+    request(
+        "ptrace(PTRACE_SYSCALL)",
+        libc::PTRACE_SYSCALL,
+        tid,
+        0,
+        sig as usize,
+    )
+    .map(|_| ())
 }
 
 /// Resumes a stopped tracee (`PTRACE_CONT`).
 pub fn resume(tid: i32, sig: i32) -> Result<(), SysError> {
-    request("ptrace(PTRACE_CONT)", libc::PTRACE_CONT, tid, 0, sig as usize).map(|_| ())
+    request(
+        "ptrace(PTRACE_CONT)",
+        libc::PTRACE_CONT,
+        tid,
+        0,
+        sig as usize,
+    )
+    .map(|_| ())
 }
 
 /// Lets a tracee in group-stop stay stopped while still reporting events (`PTRACE_LISTEN`).
@@ -130,8 +172,14 @@ pub fn event_msg(tid: i32) -> Result<u64, SysError> {
 /// What a tracee stopped at a system call stop is doing (`PTRACE_GET_SYSCALL_INFO`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyscallStop {
-    Entry { nr: u64, args: [u64; 6] },
-    Exit { rval: i64, is_error: bool },
+    Entry {
+        nr: u64,
+        args: [u64; 6],
+    },
+    Exit {
+        rval: i64,
+        is_error: bool,
+    },
     /// Not a system call stop (or a seccomp stop, which Havoc never asks for).
     Other,
 }
@@ -370,32 +418,40 @@ impl StoppedProcess {
             if new.is_empty() {
                 return Ok(sp);
             }
-            for tid in new {
-                match seize(tid, 0) {
-                    Ok(()) => {}
-                    // The thread exited between listing and seizing.
-                    Err(e) if e.errno() == Some(libc::ESRCH) => continue,
-                    Err(source) => return Err(StopError::Sys { pid, tid, source }),
-                }
-                if let Err(source) = interrupt(tid) {
-                    if source.errno() == Some(libc::ESRCH) {
-                        continue;
-                    }
-                    return Err(StopError::Sys { pid, tid, source });
-                }
-                match Self::wait_stopped(tid) {
-                    Ok(Some(sig)) => {
-                        sp.threads.insert(tid, sig);
-                    }
-                    Ok(None) => {} // exited
-                    Err(source) => return Err(StopError::Sys { pid, tid, source }),
-                }
-            }
             if started.elapsed() > timeout {
                 return Err(StopError::Unstable {
                     pid,
                     secs: started.elapsed().as_secs_f64(),
                 });
+            }
+            // Seize and interrupt them all first, then wait: the threads stop in parallel
+            // (a busy thread may wait for a CPU before it can stop).
+            let mut interrupted = Vec::with_capacity(new.len());
+            let mut failed = None;
+            for tid in new {
+                match seize(tid, 0).and_then(|()| interrupt(tid)) {
+                    Ok(()) => interrupted.push(tid),
+                    // The thread exited between listing and seizing.
+                    Err(e) if e.errno() == Some(libc::ESRCH) => {}
+                    Err(source) => {
+                        failed = Some(StopError::Sys { pid, tid, source });
+                        break;
+                    }
+                }
+            }
+            for tid in interrupted {
+                match Self::wait_stopped(tid) {
+                    Ok(Some(sig)) => {
+                        sp.threads.insert(tid, sig);
+                    }
+                    Ok(None) => {} // exited
+                    Err(source) => {
+                        failed.get_or_insert(StopError::Sys { pid, tid, source });
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e); // dropping `sp` detaches the threads stopped so far
             }
         }
     }
@@ -428,6 +484,43 @@ impl StoppedProcess {
             }
         }
         Ok(out)
+    }
+
+    /// Single-steps stopped thread `tid` until its instruction pointer leaves every range in
+    /// `ranges` (absolute addresses), at most `max_steps` instructions. Returns whether it left.
+    /// A signal that arrives meanwhile is kept and delivered at detach.
+    pub fn step_out(
+        &mut self,
+        tid: i32,
+        ranges: &[(u64, u64)],
+        max_steps: usize,
+    ) -> Result<bool, SysError> {
+        let inside = |rip: u64| ranges.iter().any(|(a, b)| rip >= *a && rip < *b);
+        for _ in 0..max_steps {
+            if !inside(get_regs(tid)?.rip) {
+                return Ok(true);
+            }
+            let pending = self.threads.get(&tid).copied().unwrap_or(0);
+            request(
+                "ptrace(PTRACE_SINGLESTEP)",
+                libc::PTRACE_SINGLESTEP,
+                tid,
+                0,
+                0,
+            )?;
+            match wait(tid, false)? {
+                Some((_, Status::Stopped { sig, .. })) => {
+                    if sig != libc::SIGTRAP && pending == 0 {
+                        self.threads.insert(tid, sig);
+                    }
+                }
+                _ => {
+                    self.threads.remove(&tid);
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(!inside(get_regs(tid)?.rip))
     }
 
     /// Detaches every thread; returns how many were detached.

@@ -126,7 +126,10 @@ fn kill_dash_nine_during_time_chaos_restores_the_vdso_within_a_second() {
         "the vDSO is patched"
     );
     let skew = py.ask("t") - now();
-    assert!((skew + 3600.0).abs() < 0.01, "time.time() is an hour back: {skew}");
+    assert!(
+        (skew + 3600.0).abs() < 0.01,
+        "time.time() is an hour back: {skew}"
+    );
     let killed = Instant::now();
     run.0.kill().expect("SIGKILL havoc run");
     run.0.wait().expect("reap");
@@ -143,8 +146,7 @@ fn kill_dash_nine_during_time_chaos_restores_the_vdso_within_a_second() {
 
 #[test]
 fn kill_dash_nine_during_syscall_chaos_leaves_the_target_untraced_and_working() {
-    if !root_or_skip("kill_dash_nine_during_syscall_chaos_leaves_the_target_untraced_and_working")
-    {
+    if !root_or_skip("kill_dash_nine_during_syscall_chaos_leaves_the_target_untraced_and_working") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -164,7 +166,11 @@ fn kill_dash_nine_during_syscall_chaos_leaves_the_target_untraced_and_working() 
         "the target is traced"
     );
     let cmd = format!("o 50 {}", victim.display());
-    assert_eq!(py.ask(&cmd), 0.0, "every matching open fails during the fault");
+    assert_eq!(
+        py.ask(&cmd),
+        0.0,
+        "every matching open fails during the fault"
+    );
     let killed = Instant::now();
     run.0.kill().expect("SIGKILL havoc run");
     run.0.wait().expect("reap");
@@ -198,5 +204,8 @@ fn the_time_and_syscall_examples_are_valid() {
         );
         checked += 1;
     }
-    assert!(checked >= 2, "time-*.yaml and syscall-*.yaml examples checked");
+    assert!(
+        checked >= 2,
+        "time-*.yaml and syscall-*.yaml examples checked"
+    );
 }
