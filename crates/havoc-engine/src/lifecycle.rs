@@ -109,6 +109,8 @@ pub(crate) struct Outcome {
     pub in_effect: Option<Instant>,
     /// When the effect ended before recovery (the target exited, someone else undid it).
     pub ended_early: Option<(Instant, String)>,
+    /// When recovery removed the effect, if before recovery ended (cleanup came after).
+    pub effect_removed: Option<Instant>,
     pub recover_started: Option<Instant>,
     pub recovered: Option<Instant>,
     pub effect: Effect,
@@ -229,10 +231,12 @@ impl Lifecycle<'_> {
         let done = Instant::now();
         out.effect = inj.effect();
         if out.ended_early.is_none() {
-            if let Some(until) = inj.in_effect_until() {
-                if until < began {
-                    out.ended_early = Some((until, "its effect was undone by someone else".into()));
+            match inj.in_effect_until() {
+                Some(until) if until < began => {
+                    out.ended_early = Some((until, "its effect was undone by someone else".into()))
                 }
+                Some(until) if until < done => out.effect_removed = Some(until),
+                _ => {}
             }
         }
         drop(inj);

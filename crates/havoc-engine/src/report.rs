@@ -91,7 +91,8 @@ pub struct TargetReport {
     pub recover_latency_ms: Option<f64>,
     /// The hold that was asked for (the fault's duration).
     pub hold_requested_seconds: f64,
-    /// The hold that happened: from in effect to the end of recovery, or to when the effect
+    /// The hold that happened: from in effect to when recovery removed the effect (the fault
+    /// says when, if before its cleanup ended; else the end of recovery), or to when the effect
     /// ended on its own (the target exited, someone else undid it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_achieved_seconds: Option<f64>,

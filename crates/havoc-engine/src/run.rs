@@ -441,10 +441,12 @@ fn target_report(
         _ => None,
     };
     if let Some(start) = o.in_effect {
-        // The hold ends with the end of recovery, or earlier if the effect ended on its own.
+        // The hold ends when the effect ended on its own, else when recovery removed it (the
+        // injection says when, if before its cleanup ended), else at the end of recovery.
         let end = match (&o.ended_early, o.recovered) {
             (Some((e, _)), _) => Some(*e),
-            (None, r) => r,
+            (None, Some(r)) => Some(o.effect_removed.unwrap_or(r)),
+            (None, None) => None,
         };
         if let Some(end) = end {
             let achieved = end.saturating_duration_since(start);

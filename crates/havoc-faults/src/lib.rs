@@ -154,8 +154,10 @@ pub trait Injection: Send {
         None
     }
 
-    /// When the effect ended before recovery, if something else undid it (the injection
-    /// observed it in the target). The engine then counts the hold only up to here.
+    /// When the effect ended, if the injection knows better than "when `recover` returned":
+    /// before recovery when something else undid it (observed in the target), or during
+    /// recovery when its effect was gone before its cleanup was (the jumps to a delay queue
+    /// removed, before the chains are). The engine counts the hold up to here.
     fn in_effect_until(&self) -> Option<std::time::Instant> {
         None
     }
@@ -175,8 +177,6 @@ pub fn build(spec: &havoc_spec::FaultSpec) -> Box<dyn Fault> {
         havoc_spec::FaultSpec::NetworkChaos(n) => Box::new(network::NetworkFault::new(n.clone())),
         havoc_spec::FaultSpec::IOChaos(f) => Box::new(io::IoFault::new(f.clone())),
         havoc_spec::FaultSpec::TimeChaos(t) => Box::new(time::TimeFault::new(t.clone())),
-        havoc_spec::FaultSpec::SyscallChaos(s) => {
-            Box::new(syscall::SyscallFault::new(s.clone()))
-        }
+        havoc_spec::FaultSpec::SyscallChaos(s) => Box::new(syscall::SyscallFault::new(s.clone())),
     }
 }

@@ -446,6 +446,7 @@ impl Fault for NetworkFault {
             delays: Vec::new(),
             shapes: Vec::new(),
             started: std::time::Instant::now(),
+            effect_ended: None,
             summary_req: self.requested(),
             requested: Requested::of(&self.spec),
             recovered: false,
@@ -637,6 +638,8 @@ struct NetworkInjection {
     delays: Vec<DelayEngine>,
     shapes: Vec<BandwidthGuard>,
     started: std::time::Instant,
+    /// When recovery removed the last part of the fault that acted on packets.
+    effect_ended: Option<std::time::Instant>,
     summary_req: String,
     /// The requested values, reported beside the measured ones as `<metric>_requested`.
     requested: Requested,
@@ -839,6 +842,10 @@ impl NetworkInjection {
 }
 
 impl Injection for NetworkInjection {
+    fn in_effect_until(&self) -> Option<std::time::Instant> {
+        self.effect_ended
+    }
+
     fn tick(&mut self) -> Result<(), FaultError> {
         if self.last_renew.elapsed() >= Duration::from_secs(1) {
             self.last_renew = std::time::Instant::now();
@@ -963,6 +970,7 @@ impl Injection for NetworkInjection {
                 }
             }
         }
+        let rules_gone = std::time::Instant::now();
         // Dropping a datapath detaches its TCX link.
         let counters: Vec<_> = self.datapaths.iter().map(|(_, _, c)| *c).collect();
         self.datapaths.clear();
@@ -977,6 +985,15 @@ impl Injection for NetworkInjection {
                 errors.push(e.to_string());
             }
         }
+        // The fault stopped acting when its last part was removed: the eBPF rules, the jumps to
+        // a delay queue, a bandwidth limit. What follows (chains, IFBs, offload) is cleanup.
+        self.effect_ended = self
+            .delays
+            .iter()
+            .filter_map(|d| d.effect_ended_at())
+            .chain(self.shapes.iter().filter_map(|s| s.effect_ended_at()))
+            .chain([rules_gone])
+            .max();
         for (ns, dev) in std::mem::take(&mut self.offloads) {
             if let Err(e) = set_tx_offload(&ns, &dev, true) {
                 errors.push(format!(

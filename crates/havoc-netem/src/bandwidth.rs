@@ -216,6 +216,8 @@ pub struct BandwidthGuard {
     recovered: bool,
     /// Held while the limit is ours: a journal-less sweep leaves the namespace's shaping alone.
     owner: Option<havoc_sys::share::Share>,
+    /// When recovery removed the limit (the TBF qdisc, or the ingress redirect).
+    effect_ended: Option<Instant>,
 }
 
 fn tool(netns: &NetNs, program: &str, args: &[&str]) -> Result<String, BandwidthError> {
@@ -342,6 +344,7 @@ impl Bandwidth {
                     stats: Mutex::new(None),
                     recovered: false,
                     owner,
+                    effect_ended: None,
                 })
             }
             ShapeDirection::Ingress => {
@@ -375,6 +378,7 @@ impl Bandwidth {
                     stats: Mutex::new(None),
                     recovered: false,
                     owner,
+                    effect_ended: None,
                 };
                 let result = (|| {
                     tool(netns, "ip", &["link", "add", &ifb, "type", "ifb"])?;
@@ -444,6 +448,11 @@ impl BandwidthGuard {
             *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = s;
         }
         Ok(s)
+    }
+
+    /// When [`recover`](Self::recover) removed the limit.
+    pub fn effect_ended_at(&self) -> Option<Instant> {
+        self.effect_ended
     }
 
     /// Leaves the limit in place as a crash would: the owner lock goes (the kernel drops it when
@@ -533,11 +542,13 @@ impl BandwidthGuard {
                         ));
                     }
                 }
+                self.effect_ended = Some(Instant::now());
                 if names.contains(ifb) {
                     step(tool(netns, "ip", &["link", "del", "dev", ifb]));
                 }
             }
         }
+        self.effect_ended.get_or_insert_with(Instant::now);
         tracing::info!(dev = %self.dev, "bandwidth limit removed");
         drop(owner.and_then(havoc_sys::share::Share::release));
         match first_err {

@@ -498,6 +498,8 @@ pub struct DelayEngine {
     stopped: bool,
     /// Held while the rules are ours: a journal-less sweep leaves them alone meanwhile.
     owner: Option<havoc_sys::share::Share>,
+    /// When stopping removed the jumps: no packet was delayed after that.
+    effect_ended: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for DelayEngine {
@@ -577,6 +579,7 @@ impl DelayEngine {
             accounting: Mutex::new(Accounting::default()),
             stopped: false,
             owner: None,
+            effect_ended: None,
         };
         match havoc_sys::share::Share::take(std::path::Path::new(crate::OWNERS_DIR), &engine.tag) {
             Ok(s) => engine.owner = Some(s),
@@ -602,6 +605,12 @@ impl DelayEngine {
 
     pub fn tag(&self) -> &str {
         &self.tag
+    }
+
+    /// When [`stop`](Self::stop) removed the jumps to the queue, ending the delay (the packets
+    /// still held are released at once after it).
+    pub fn effect_ended_at(&self) -> Option<std::time::Instant> {
+        self.effect_ended
     }
 
     /// Leaves the rules in place as a crash would: the owner lock goes (the kernel drops it
@@ -691,7 +700,9 @@ impl DelayEngine {
         // Rules first, so no new packet enters the queue while it drains. The rule counters are
         // read between removing the jumps and removing the chains: final.
         let installed = std::mem::take(&mut self.installed);
-        let (rule_packets, result) = iptables::uninstall(&self.rules_netns, &installed, &self.tag);
+        let (rule_packets, jumps_gone, result) =
+            iptables::uninstall(&self.rules_netns, &installed, &self.tag);
+        self.effect_ended = Some(jumps_gone);
         if let Err(e) = result {
             first_err.get_or_insert(DelayError::Iptables(e));
         }

@@ -307,14 +307,17 @@ pub(crate) fn install(
 /// Returns the packets the chains' rules counted, read after the jumps were removed and before
 /// the chains were (so it is final: every packet that entered the queue is in it), or `None` if
 /// they could not be read.
+/// Removes the jumps, then reads the rule counters, then removes the chains. Returns the rule
+/// packets, when the jumps were gone (from then on no packet enters the queue: the fault's
+/// effect ends), and the first error.
 pub(crate) fn uninstall(
     netns: &NetNs,
     installed: &[Installed],
     tag: &str,
-) -> (Option<u64>, Result<(), IptablesError>) {
+) -> (Option<u64>, std::time::Instant, Result<(), IptablesError>) {
     let _lock = match lock() {
         Ok(l) => l,
-        Err(e) => return (None, Err(e)),
+        Err(e) => return (None, std::time::Instant::now(), Err(e)),
     };
     let mut first_err = None;
     for inst in installed {
@@ -322,6 +325,7 @@ pub(crate) fn uninstall(
             first_err.get_or_insert(e);
         }
     }
+    let jumps_gone = std::time::Instant::now();
     let mut packets = Some(0u64);
     for inst in installed {
         packets = match (packets, chain_packets(netns, inst.family, tag)) {
@@ -336,7 +340,7 @@ pub(crate) fn uninstall(
             first_err.get_or_insert(e);
         }
     }
-    (packets, first_err.map_or(Ok(()), Err))
+    (packets, jumps_gone, first_err.map_or(Ok(()), Err))
 }
 
 /// Packets counted by the rules of the tagged chain (`iptables -L -v -x`); `None` when the chain
