@@ -29,7 +29,14 @@ pub const API_VERSION: &str = "havoc.dev/v1alpha1";
 pub const CHAOS_MESH_API_VERSION: &str = "chaos-mesh.org/v1alpha1";
 
 /// The fault kinds, by their manifest `kind`.
-pub const FAULT_KINDS: &[&str] = &["ProcessChaos", "StressChaos", "NetworkChaos", "IOChaos", "TimeChaos", "SyscallChaos"];
+pub const FAULT_KINDS: &[&str] = &[
+    "ProcessChaos",
+    "StressChaos",
+    "NetworkChaos",
+    "IOChaos",
+    "TimeChaos",
+    "SyscallChaos",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

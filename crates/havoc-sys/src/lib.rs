@@ -10,8 +10,8 @@ pub mod netlink;
 pub mod netns;
 pub mod process;
 pub mod ptrace;
-pub mod vdso;
 pub mod share;
+pub mod vdso;
 
 /// A failed system call, named after the call, with the OS error as its source.
 #[derive(Debug, thiserror::Error)]

@@ -123,7 +123,11 @@ fn main() {
         });
         havoc.push(l.expect("havoc dropped packets"));
         let r: serde_json::Value = serde_json::from_str(&report).expect("report");
-        reported.push(r["timing"]["applyLatencyMs"].as_f64().expect("applyLatencyMs"));
+        reported.push(
+            r["timing"]["applyLatencyMs"]
+                .as_f64()
+                .expect("applyLatencyMs"),
+        );
         let rule = [
             "netns", "exec", &pair.b, "iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport",
             "7300", "-j", "DROP",

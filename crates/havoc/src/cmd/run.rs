@@ -36,7 +36,9 @@ pub fn run(args: Args, state_dir: &Path, started: Instant) -> anyhow::Result<u8>
                 json: args.output == "json",
                 report_dir: args.report_dir,
             };
-            return super::schedule::run_workflow_file(&args.file, &text, &opts, state_dir, started);
+            return super::schedule::run_workflow_file(
+                &args.file, &text, &opts, state_dir, started,
+            );
         }
     }
     let exp = match super::load_experiment(&args.file)? {
