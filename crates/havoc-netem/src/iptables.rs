@@ -315,17 +315,36 @@ pub(crate) fn uninstall(
     installed: &[Installed],
     tag: &str,
 ) -> (Option<u64>, std::time::Instant, Result<(), IptablesError>) {
-    let _lock = match lock() {
-        Ok(l) => l,
-        Err(e) => return (None, std::time::Instant::now(), Err(e)),
-    };
+    // The jump is deleted by its exact spec, which is atomic and touches no other rule, so it
+    // needs no lock: with many runs ending at once, waiting for the lock here would hold every
+    // run's delay past its end. (The save-based removal is the fallback for odd cases.)
     let mut first_err = None;
     for inst in installed {
-        if let Err(e) = remove_jumps(netns, inst.family, tag) {
-            first_err.get_or_insert(e);
+        let comment = comment(tag);
+        let chain = chain_name(tag);
+        let exact = [
+            "-t",
+            TABLE,
+            "-D",
+            HOOK_CHAIN,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            &chain,
+        ];
+        if ipt(netns, inst.family, &exact).is_err() {
+            if let Err(e) = remove_jumps(netns, inst.family, tag) {
+                first_err.get_or_insert(e);
+            }
         }
     }
     let jumps_gone = std::time::Instant::now();
+    let _lock = match lock() {
+        Ok(l) => l,
+        Err(e) => return (None, jumps_gone, Err(e)),
+    };
     let mut packets = Some(0u64);
     for inst in installed {
         packets = match (packets, chain_packets(netns, inst.family, tag)) {

@@ -128,9 +128,10 @@ fn fifty_concurrent_mixed_runs_each_hold_their_duration_and_leave_nothing() {
     for (name, status, r) in &reports {
         assert!(
             status.success(),
-            "{name}: exit {status}: verdict {} reason {}",
+            "{name}: exit {status}: verdict {} reason {}; targets {}",
             r["verdict"],
-            r["reason"]
+            r["reason"],
+            r["faults"][0]["targets"]
         );
         assert_eq!(r["allRecovered"], true, "{name}");
         let t = &r["faults"][0]["targets"][0];
