@@ -56,6 +56,10 @@ pub struct AgentOptions {
     pub self_exe: PathBuf,
     /// Connection cap, handshake deadline, keepalives, error message size.
     pub limits: listener::ListenerLimits,
+    /// Run the watchdog that undoes what the agent holds if it dies (`self_exe __watchdog`).
+    /// Always on for `havoc agent`; tests of other things, whose executable is not `havoc`,
+    /// may turn it off.
+    pub watchdog: bool,
 }
 
 impl AgentOptions {
@@ -76,6 +80,7 @@ impl AgentOptions {
             runtimes: Runtimes::default(),
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
             limits: listener::ListenerLimits::default(),
+            watchdog: true,
         }
     }
 }
@@ -106,7 +111,7 @@ pub struct RunningAgent {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     registry: Arc<holder::Registry>,
-    guardian: holder::Guardian,
+    guardian: Option<holder::Guardian>,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -136,9 +141,9 @@ impl RunningAgent {
         self.registry.len()
     }
 
-    /// The pid of the agent's watchdog process.
-    pub fn watchdog_pid(&self) -> u32 {
-        self.guardian.pid()
+    /// The pid of the agent's watchdog process, if it runs one.
+    pub fn watchdog_pid(&self) -> Option<u32> {
+        self.guardian.as_ref().map(|g| g.pid())
     }
 
     /// Stops serving, then recovers every injection.
@@ -154,9 +159,10 @@ impl RunningAgent {
         if let Some(m) = self.metrics_server {
             let _ = m.await;
         }
-        let guardian = self.guardian;
         let recovered = failed.is_empty();
-        let _ = tokio::task::spawn_blocking(move || guardian.finish(recovered)).await;
+        if let Some(guardian) = self.guardian {
+            let _ = tokio::task::spawn_blocking(move || guardian.finish(recovered)).await;
+        }
         match served {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server ended with an error"),
@@ -206,8 +212,14 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     let registry = Arc::new(holder::Registry::new(metrics.clone()));
     // After the replay above (which waits for an earlier agent's watchdog to finish), before
     // anything is injected.
-    let guardian = holder::Guardian::start(&opts.self_exe, &opts.state_dir, &registry)
-        .context("cannot start the agent's watchdog")?;
+    let guardian = if opts.watchdog {
+        Some(
+            holder::Guardian::start(&opts.self_exe, &opts.state_dir, &registry)
+                .context("cannot start the agent's watchdog")?,
+        )
+    } else {
+        None
+    };
     let svc = service::AgentService::new(
         service::ServiceConfig {
             node: opts.node_name.clone(),

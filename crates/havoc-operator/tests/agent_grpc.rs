@@ -109,6 +109,9 @@ async fn the_grpc_pool_injects_and_recovers_through_a_real_agent_over_mtls() {
     opts.listen = "127.0.0.1:0".parse().expect("addr");
     opts.metrics_addr = None;
     opts.state_dir = dir.path().join("state");
+    // The watchdog re-runs `self_exe __watchdog`, and this test binary is not `havoc`; the
+    // agent's own tests cover it.
+    opts.watchdog = false;
     let agent = havoc_agent::start(opts).await.expect("agent starts");
     let pool = GrpcAgentPool::new(
         AgentLocator::Static(BTreeMap::from([(

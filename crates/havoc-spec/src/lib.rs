@@ -11,6 +11,7 @@
 //! quote at most 64 characters of a value ([`units::clip`]).
 
 pub mod de;
+pub mod errno;
 pub mod error;
 pub mod experiment;
 pub mod io;

@@ -5,9 +5,6 @@
 //! calls are hit (100 by default), `delay` holds each hit call that long first, and `path` (a glob
 //! such as `/data/**/*.db`) restricts the fault to calls whose path argument matches.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
@@ -186,130 +183,7 @@ pub fn lookup(name: &str) -> Option<&'static SyscallDef> {
     SYSCALLS.iter().find(|d| d.name == name)
 }
 
-/// An errno, by name (`EACCES`) or number (`13`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Errno(pub i32);
-
-/// The errno names Havoc knows (Linux numbers, shared by every architecture it runs on).
-pub const ERRNOS: &[(&str, i32)] = &[
-    ("EPERM", 1),
-    ("ENOENT", 2),
-    ("ESRCH", 3),
-    ("EINTR", 4),
-    ("EIO", 5),
-    ("ENXIO", 6),
-    ("E2BIG", 7),
-    ("ENOEXEC", 8),
-    ("EBADF", 9),
-    ("ECHILD", 10),
-    ("EAGAIN", 11),
-    ("ENOMEM", 12),
-    ("EACCES", 13),
-    ("EFAULT", 14),
-    ("EBUSY", 16),
-    ("EEXIST", 17),
-    ("EXDEV", 18),
-    ("ENODEV", 19),
-    ("ENOTDIR", 20),
-    ("EISDIR", 21),
-    ("EINVAL", 22),
-    ("ENFILE", 23),
-    ("EMFILE", 24),
-    ("ETXTBSY", 26),
-    ("EFBIG", 27),
-    ("ENOSPC", 28),
-    ("ESPIPE", 29),
-    ("EROFS", 30),
-    ("EMLINK", 31),
-    ("EPIPE", 32),
-    ("ERANGE", 34),
-    ("EDEADLK", 35),
-    ("ENAMETOOLONG", 36),
-    ("ENOLCK", 37),
-    ("ENOSYS", 38),
-    ("ENOTEMPTY", 39),
-    ("ELOOP", 40),
-    ("ENODATA", 61),
-    ("ETIME", 62),
-    ("EOVERFLOW", 75),
-    ("ENOTSOCK", 88),
-    ("EMSGSIZE", 90),
-    ("EPROTONOSUPPORT", 93),
-    ("EOPNOTSUPP", 95),
-    ("EAFNOSUPPORT", 97),
-    ("EADDRINUSE", 98),
-    ("EADDRNOTAVAIL", 99),
-    ("ENETDOWN", 100),
-    ("ENETUNREACH", 101),
-    ("ENETRESET", 102),
-    ("ECONNABORTED", 103),
-    ("ECONNRESET", 104),
-    ("ENOBUFS", 105),
-    ("EISCONN", 106),
-    ("ENOTCONN", 107),
-    ("ETIMEDOUT", 110),
-    ("ECONNREFUSED", 111),
-    ("EHOSTDOWN", 112),
-    ("EHOSTUNREACH", 113),
-    ("EALREADY", 114),
-    ("EINPROGRESS", 115),
-    ("ESTALE", 116),
-    ("EDQUOT", 122),
-    ("ECANCELED", 125),
-];
-
-impl Errno {
-    pub fn name(self) -> Option<&'static str> {
-        ERRNOS.iter().find(|(_, n)| *n == self.0).map(|(s, _)| *s)
-    }
-}
-
-impl FromStr for Errno {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        if let Ok(n) = t.parse::<i64>() {
-            return if (1..=4095).contains(&n) {
-                Ok(Errno(n as i32))
-            } else {
-                Err(format!("errno number must be 1..=4095, got {n}"))
-            };
-        }
-        let upper = t.to_ascii_uppercase();
-        if let Some((_, n)) = ERRNOS.iter().find(|(name, _)| *name == upper) {
-            return Ok(Errno(*n));
-        }
-        let names: Vec<&str> = ERRNOS.iter().map(|(s, _)| *s).collect();
-        let hint = crate::de::closest(&upper, &names)
-            .map(|c| format!("did you mean `{c}`? "))
-            .unwrap_or_default();
-        Err(format!(
-            "unknown errno `{}`: {hint}use a name such as EACCES, EIO, ECONNREFUSED, or a number",
-            clip(t)
-        ))
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(n) => f.write_str(n),
-            None => write!(f, "{}", self.0),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Errno {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::time::text(d, "an errno name such as `EACCES` or a number")
-    }
-}
-
-impl Serialize for Errno {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+pub use crate::errno::{Errno, ERRNOS};
 
 /// The longest `delay` a hit call may be held.
 pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(60);

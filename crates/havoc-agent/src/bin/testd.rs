@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(m) = agent.metrics_addr() {
             println!("metrics {m}");
         }
-        println!("watchdog {}", agent.watchdog_pid());
+        println!("watchdog {}", agent.watchdog_pid().unwrap_or_default());
         std::io::stdout().flush()?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -133,8 +133,11 @@ pub struct UdpRun {
 }
 
 impl UdpRun {
+    /// Datagrams that did not arrive, less those the receiver's own socket buffer dropped
+    /// (`UdpRcvbufErrors` in b: a starved receiver on a loaded machine, not the fault).
     pub fn loss_pct(&self) -> f64 {
-        100.0 * f64::from(self.sent - self.unique) / f64::from(self.sent)
+        let lost = i64::from(self.sent - self.unique) - self.snmp_b("RcvbufErrors").max(0);
+        100.0 * lost.max(0) as f64 / f64::from(self.sent)
     }
     pub fn pct(&self, n: u32) -> f64 {
         100.0 * f64::from(n) / f64::from(self.sent)
