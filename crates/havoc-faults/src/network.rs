@@ -1055,6 +1055,13 @@ pub fn sweep_leftovers() -> Vec<String> {
     namespaces.sort();
     namespaces.insert(0, PathBuf::from("/proc/1/ns/net"));
     let mut out = Vec::new();
+    // Lock files of holders that died (the kernel dropped their locks, not their files).
+    for dir in [havoc_netem::OWNERS_DIR, crate::process::PAUSE_LOCK_DIR] {
+        let n = havoc_sys::share::remove_unheld(std::path::Path::new(dir));
+        if n > 0 {
+            out.push(format!("removed {n} lock file(s) of dead holders in {dir}"));
+        }
+    }
     for path in namespaces {
         let ns = NetNs::from_path(&path);
         match havoc_netem::iptables::remove_leftovers(&ns, "") {

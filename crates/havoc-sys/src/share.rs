@@ -116,6 +116,27 @@ pub fn take_if_unheld(dir: &Path, name: &str) -> Option<Last> {
     }
 }
 
+/// Removes every lock file in `dir` that no live process holds (holders that died leave theirs
+/// behind: the kernel drops the lock, not the file). Returns how many were removed.
+pub fn remove_unheld(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        if let Some(last) = take_if_unheld(dir, stem) {
+            if last.path.is_some() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +155,12 @@ mod tests {
         assert!(!d.join("x.lock").exists());
         assert!(!held(&d, "x"));
         assert!(take_if_unheld(&d, "x").is_some());
+        // A holder that died leaves its file; the sweep removes it, and only it.
+        drop(Share::take(&d, "dead").expect("dead"));
+        let live = Share::take(&d, "live").expect("live");
+        assert_eq!(remove_unheld(&d), 1);
+        assert!(!d.join("dead.lock").exists() && d.join("live.lock").exists());
+        drop(live.release());
         let _ = std::fs::remove_dir_all(&d);
     }
 
