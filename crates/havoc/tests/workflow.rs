@@ -58,6 +58,22 @@ fn the_workflow_and_schedule_examples_are_valid() {
             text(&out.stdout).contains("dry run: nothing was run"),
             "{name}"
         );
+        // `havoc validate` takes the same documents, with the same parsers.
+        let out = run_havoc(st.path(), &["validate", p.to_str().expect("path")]);
+        assert!(
+            out.status.success(),
+            "validate {name}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains(if cmd == "run" {
+                "ok (Workflow "
+            } else {
+                "ok (Schedule "
+            }),
+            "validate {name}: {}",
+            text(&out.stdout)
+        );
         checked += 1;
     }
     assert_eq!(
@@ -85,6 +101,16 @@ fn wrong_workflows_and_schedules_are_refused_with_positions() {
             "{body}: want {want:?}, got {}",
             text(&out.stderr)
         );
+        // The spec errors (not the host-only refusal) come from `validate` too.
+        if !want.contains("Kubernetes") {
+            let out = run_havoc(dir.path(), &["validate", f.to_str().expect("path")]);
+            assert_eq!(out.status.code(), Some(2), "validate {body}");
+            assert!(
+                text(&out.stderr).contains(want),
+                "validate {body}: {}",
+                text(&out.stderr)
+            );
+        }
     }
     let f = write(
         dir.path(),

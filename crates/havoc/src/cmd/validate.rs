@@ -54,6 +54,35 @@ fn check(f: &Path) -> bool {
             }
         };
     }
+    // Host Workflow, Schedule and StatusCheck documents: the same parsers as `havoc run` and
+    // `havoc schedule`.
+    let other = match havoc_spec::workflow::document_kind(&text).as_deref() {
+        Some("Workflow") => Some(
+            havoc_spec::workflow::parse_workflow(&text)
+                .map(|w| format!("Workflow {}", w.metadata.name)),
+        ),
+        Some("Schedule") => Some(
+            havoc_spec::schedule::parse_schedule(&text)
+                .map(|s| format!("Schedule {}", s.metadata.name)),
+        ),
+        Some("StatusCheck") => Some(
+            havoc_spec::statuscheck::parse_status_check(&text)
+                .map(|c| format!("StatusCheck {}", c.metadata.name)),
+        ),
+        _ => None,
+    };
+    if let Some(result) = other {
+        return match result {
+            Ok(what) => {
+                println!("{name}: ok ({what})");
+                true
+            }
+            Err(errs) => {
+                eprintln!("{}", errs.render(&name));
+                false
+            }
+        };
+    }
     match havoc_spec::parse_experiment(&text) {
         Ok(e) => {
             println!(
