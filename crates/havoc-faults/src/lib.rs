@@ -50,6 +50,27 @@ impl Target {
         }
     }
 
+    /// The pid and start time of a process target that is still the same process; a fault
+    /// `kind` that needs a process refuses any other target (`why` says so).
+    pub fn live_process(&self, why: &str) -> Result<(i32, u64), FaultError> {
+        match self {
+            Target::Process {
+                pid, start_time, ..
+            } => {
+                if !procinfo::ProcInfo::is_same(*pid, *start_time) {
+                    return Err(FaultError::TargetGone {
+                        target: self.label(),
+                    });
+                }
+                Ok((*pid, *start_time))
+            }
+            other => Err(FaultError::Refused {
+                target: other.label(),
+                reason: why.into(),
+            }),
+        }
+    }
+
     pub fn pid(&self) -> Option<i32> {
         match self {
             Target::Process { pid, .. } => Some(*pid),

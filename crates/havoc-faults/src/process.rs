@@ -26,22 +26,7 @@ impl ProcessFault {
 }
 
 fn process_target(target: &Target) -> Result<(i32, u64), FaultError> {
-    match target {
-        Target::Process {
-            pid, start_time, ..
-        } => {
-            if !ProcInfo::is_same(*pid, *start_time) {
-                return Err(FaultError::TargetGone {
-                    target: target.label(),
-                });
-            }
-            Ok((*pid, *start_time))
-        }
-        other => Err(FaultError::Refused {
-            target: other.label(),
-            reason: "ProcessChaos needs a process".into(),
-        }),
-    }
+    target.live_process("ProcessChaos needs a process")
 }
 
 fn send(pid: i32, signo: i32, target: &Target, action: &'static str) -> Result<(), FaultError> {

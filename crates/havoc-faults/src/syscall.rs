@@ -42,22 +42,7 @@ impl SyscallFault {
 }
 
 fn process_target(target: &Target) -> Result<(i32, u64), FaultError> {
-    match target {
-        Target::Process {
-            pid, start_time, ..
-        } => {
-            if !ProcInfo::is_same(*pid, *start_time) {
-                return Err(FaultError::TargetGone {
-                    target: target.label(),
-                });
-            }
-            Ok((*pid, *start_time))
-        }
-        other => Err(FaultError::Refused {
-            target: other.label(),
-            reason: "SyscallChaos needs a process".into(),
-        }),
-    }
+    target.live_process("SyscallChaos needs a process")
 }
 
 fn check_untraced(target: &Target, pid: i32) -> Result<(), FaultError> {

@@ -378,22 +378,7 @@ impl TimeFault {
 }
 
 fn process_target(target: &Target) -> Result<(i32, u64), FaultError> {
-    match target {
-        Target::Process {
-            pid, start_time, ..
-        } => {
-            if !ProcInfo::is_same(*pid, *start_time) {
-                return Err(FaultError::TargetGone {
-                    target: target.label(),
-                });
-            }
-            Ok((*pid, *start_time))
-        }
-        other => Err(FaultError::Refused {
-            target: other.label(),
-            reason: "TimeChaos needs a process".into(),
-        }),
-    }
+    target.live_process("TimeChaos needs a process")
 }
 
 /// Checks that the target's vDSO is the kernel's image: a vDSO patched already (by another

@@ -74,22 +74,7 @@ fn source_name(target_pid: i32, target_start: u64, volume: &Path) -> String {
 }
 
 fn process_target(target: &Target) -> Result<(i32, u64), FaultError> {
-    match target {
-        Target::Process {
-            pid, start_time, ..
-        } => {
-            if !ProcInfo::is_same(*pid, *start_time) {
-                return Err(FaultError::TargetGone {
-                    target: target.label(),
-                });
-            }
-            Ok((*pid, *start_time))
-        }
-        other => Err(FaultError::Refused {
-            target: other.label(),
-            reason: "IOChaos needs a process (its mount namespace is faulted)".into(),
-        }),
-    }
+    target.live_process("IOChaos needs a process (its mount namespace is faulted)")
 }
 
 /// One line of a mountinfo file.
