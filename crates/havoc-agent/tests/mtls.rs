@@ -103,6 +103,8 @@ async fn only_clients_with_a_valid_certificate_from_the_ca_get_in() {
 #[tokio::test]
 async fn insecure_mode_refuses_a_non_loopback_address_and_tls_is_otherwise_required() {
     let mut o = havoc_agent::AgentOptions::new(None);
+    // testd, like every in-process agent of these tests: it answers `__watchdog`.
+    o.self_exe = common::testd();
     o.insecure_dev = true;
     o.listen = "0.0.0.0:0".parse().expect("addr");
     o.metrics_addr = None;

@@ -76,9 +76,19 @@ fn delay_100ms_jitter_10ms_adds_mean_rtt_within_2_percent() {
         (added - 100.0).abs() <= 2.0,
         "added {added:.3} ms is not 100 ms ± 2 %"
     );
+    // The engine never releases a packet early, so no round trip is below the
+    // jitter range (less 1 ms for timer slack). It can release one late when the
+    // host is busy (the release thread is not real-time; CI runs suites side by
+    // side): at most 1 % of samples may be above the range, and never by more than 50 ms.
+    let late = delayed
+        .iter()
+        .filter(|d| d.as_secs_f64() * 1e3 > 112.0)
+        .count();
+    assert!(min >= 89.0, "a sample below the jitter range: {min} ms");
     assert!(
-        min >= 89.0 && max <= 115.0,
-        "samples outside the jitter range: {min}..{max}"
+        late * 100 <= delayed.len() && max <= 160.0,
+        "{late} of {} samples above the jitter range (max {max} ms)",
+        delayed.len()
     );
     assert_eq!(
         sb.snapshot(&sb.b),
