@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod cgroup;
+pub mod dns;
+pub mod http;
 pub mod io;
 pub mod network;
 pub mod process;
@@ -199,5 +201,7 @@ pub fn build(spec: &havoc_spec::FaultSpec) -> Box<dyn Fault> {
         havoc_spec::FaultSpec::IOChaos(f) => Box::new(io::IoFault::new(f.clone())),
         havoc_spec::FaultSpec::TimeChaos(t) => Box::new(time::TimeFault::new(t.clone())),
         havoc_spec::FaultSpec::SyscallChaos(s) => Box::new(syscall::SyscallFault::new(s.clone())),
+        havoc_spec::FaultSpec::DNSChaos(d) => Box::new(dns::DnsFault::new(d.clone())),
+        havoc_spec::FaultSpec::HTTPChaos(h) => Box::new(http::HttpFault::new(h.clone())),
     }
 }

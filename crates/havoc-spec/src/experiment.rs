@@ -36,6 +36,8 @@ pub const FAULT_KINDS: &[&str] = &[
     "IOChaos",
     "TimeChaos",
     "SyscallChaos",
+    "DNSChaos",
+    "HTTPChaos",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +110,8 @@ pub enum FaultSpec {
     IOChaos(crate::io::IOChaos),
     TimeChaos(crate::time::TimeChaos),
     SyscallChaos(crate::syscall::SyscallChaos),
+    DNSChaos(crate::dns::DNSChaos),
+    HTTPChaos(crate::http::HTTPChaos),
 }
 
 impl FaultSpec {
@@ -119,6 +123,8 @@ impl FaultSpec {
             FaultSpec::IOChaos(_) => "IOChaos",
             FaultSpec::TimeChaos(_) => "TimeChaos",
             FaultSpec::SyscallChaos(_) => "SyscallChaos",
+            FaultSpec::DNSChaos(_) => "DNSChaos",
+            FaultSpec::HTTPChaos(_) => "HTTPChaos",
         }
     }
 
@@ -130,6 +136,8 @@ impl FaultSpec {
             FaultSpec::IOChaos(f) => &f.selector,
             FaultSpec::TimeChaos(f) => &f.selector,
             FaultSpec::SyscallChaos(f) => &f.selector,
+            FaultSpec::DNSChaos(f) => &f.selector,
+            FaultSpec::HTTPChaos(f) => &f.selector,
         }
     }
 
@@ -142,6 +150,8 @@ impl FaultSpec {
             FaultSpec::IOChaos(f) => f.validate(path, p),
             FaultSpec::TimeChaos(f) => f.validate(path, p),
             FaultSpec::SyscallChaos(f) => f.validate(path, p),
+            FaultSpec::DNSChaos(f) => f.validate(path, p),
+            FaultSpec::HTTPChaos(f) => f.validate(path, p),
         }
     }
 
@@ -199,6 +209,8 @@ impl FaultSpec {
             FaultSpec::IOChaos(io) => io.summary(),
             FaultSpec::TimeChaos(t) => t.summary(),
             FaultSpec::SyscallChaos(s) => s.summary(),
+            FaultSpec::DNSChaos(d) => d.summary(),
+            FaultSpec::HTTPChaos(h) => h.summary(),
         }
     }
 }
@@ -557,6 +569,8 @@ pub fn load_fault(
         Some("IOChaos") => from_node(&rest, path).map(FaultSpec::IOChaos),
         Some("TimeChaos") => from_node(&rest, path).map(FaultSpec::TimeChaos),
         Some("SyscallChaos") => from_node(&rest, path).map(FaultSpec::SyscallChaos),
+        Some("DNSChaos") => from_node(&rest, path).map(FaultSpec::DNSChaos),
+        Some("HTTPChaos") => from_node(&rest, path).map(FaultSpec::HTTPChaos),
         Some(other) => {
             let hint = de::closest(other, FAULT_KINDS)
                 .map(|c| format!("did you mean `{c}`? "))
@@ -675,6 +689,8 @@ pub fn validate_experiment(e: &Experiment, p: &mut Problems) {
             FaultSpec::IOChaos(io) => io.validate(&fp, p),
             FaultSpec::TimeChaos(t) => t.validate(&fp, p),
             FaultSpec::SyscallChaos(s) => s.validate(&fp, p),
+            FaultSpec::DNSChaos(d) => d.validate(&fp, p),
+            FaultSpec::HTTPChaos(h) => h.validate(&fp, p),
         }
     }
 }

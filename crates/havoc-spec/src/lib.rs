@@ -11,9 +11,11 @@
 //! quote at most 64 characters of a value ([`units::clip`]).
 
 pub mod de;
+pub mod dns;
 pub mod errno;
 pub mod error;
 pub mod experiment;
+pub mod http;
 pub mod io;
 pub mod network;
 pub mod path;

@@ -1,0 +1,24 @@
+//! `DNSChaos`: skeleton, being built (issue 14). Only the selector is read for now.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Problems;
+use crate::path::FieldPath;
+use crate::selector::Selector;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DNSChaos {
+    pub selector: Selector,
+}
+
+impl DNSChaos {
+    pub fn summary(&self) -> String {
+        "dns".into()
+    }
+
+    pub fn validate(&self, path: &FieldPath, p: &mut Problems) {
+        self.selector.validate(&path.key("selector"), false, p);
+        p.add(path, "DNSChaos is not implemented yet");
+    }
+}
