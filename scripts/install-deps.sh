@@ -9,4 +9,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   clang llvm libbpf-dev bpftool gcc-multilib libelf-dev zlib1g-dev pkg-config \
   iproute2 iptables nftables iputils-ping ethtool procps psmisc ca-certificates \
-  protobuf-compiler containerd runc busybox-static containernetworking-plugins >/dev/null
+  protobuf-compiler containerd runc busybox-static containernetworking-plugins \
+  dnsmasq-base bind9-dnsutils curl wrk nghttp2-client python3 >/dev/null
