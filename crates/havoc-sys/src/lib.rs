@@ -8,6 +8,7 @@
 pub mod mount;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod process;
 pub mod ptrace;
 pub mod share;
