@@ -65,6 +65,8 @@ pub struct OwnedTable {
     stderr: ChildStderr,
     family: String,
     name: String,
+    /// stderr read while waiting for a listing, not yet reported.
+    pending_err: String,
 }
 
 impl std::fmt::Debug for OwnedTable {
@@ -114,6 +116,7 @@ impl OwnedTable {
             stderr,
             family: family.to_string(),
             name: name.to_string(),
+            pending_err: String::new(),
         };
         let mut all = vec![format!("add table {family} {name} {{ flags owner; }}")];
         all.extend(commands.iter().cloned());
@@ -141,7 +144,7 @@ impl OwnedTable {
             batch.push('\n');
         }
         self.list_after(&batch)?;
-        let err = self.drain_stderr();
+        let err = std::mem::take(&mut self.pending_err) + &self.drain_stderr();
         if !err.trim().is_empty() {
             return Err(NftError::Refused {
                 table: self.name.clone(),
@@ -157,7 +160,8 @@ impl OwnedTable {
     }
 
     fn list_after(&mut self, batch: &str) -> Result<String, NftError> {
-        let line = format!("{batch}list table {} {}\n", self.family, self.name);
+        let list_cmd = format!("list table {} {}\n", self.family, self.name);
+        let line = format!("{batch}{list_cmd}");
         let table = self.name.clone();
         let stdin = self.stdin.as_mut().ok_or_else(|| NftError::Ended {
             table: table.clone(),
@@ -181,20 +185,26 @@ impl OwnedTable {
                     timeout: CONFIRM_TIMEOUT,
                 });
             }
-            if !wait_readable(self.stdout.get_ref().as_raw_fd(), 100) {
-                if self.stdout.buffer().is_empty() {
-                    let err = self.drain_stderr();
-                    if !err.trim().is_empty() {
-                        return Err(NftError::Refused {
-                            table,
-                            stderr: err.trim().to_string(),
-                        });
-                    }
-                    if let Ok(Some(_)) = self.child.try_wait() {
-                        return Err(NftError::Ended { table, stderr: err });
-                    }
-                    continue;
+            if !wait_readable(self.stdout.get_ref().as_raw_fd(), 100)
+                && self.stdout.buffer().is_empty()
+            {
+                // A refused command writes to stderr but the listing still follows; only a
+                // refused listing (the table is gone) means no listing will come.
+                let more = self.drain_stderr();
+                self.pending_err.push_str(&more);
+                if self.pending_err.contains(list_cmd.trim_end()) {
+                    return Err(NftError::Refused {
+                        table,
+                        stderr: std::mem::take(&mut self.pending_err).trim().to_string(),
+                    });
                 }
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return Err(NftError::Ended {
+                        table,
+                        stderr: std::mem::take(&mut self.pending_err),
+                    });
+                }
+                continue;
             }
             let mut l = String::new();
             let n = self
@@ -205,7 +215,7 @@ impl OwnedTable {
                     source,
                 })?;
             if n == 0 {
-                let err = self.drain_stderr();
+                let err = std::mem::take(&mut self.pending_err) + &self.drain_stderr();
                 return Err(NftError::Ended { table, stderr: err });
             }
             let done = l.trim_end() == "}";
