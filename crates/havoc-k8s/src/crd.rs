@@ -1,7 +1,8 @@
-//! The chaos custom resources: `PodChaos`, `NetworkChaos` and `StressChaos` in `havoc.dev/v1alpha1`.
+//! The chaos custom resources: `PodChaos`, `NetworkChaos`, `StressChaos`, `TimeChaos`,
+//! `SyscallChaos` (Havoc's own) and `IOChaos` in `havoc.dev/v1alpha1`.
 //!
 //! Field names follow Chaos Mesh v1alpha1, so its manifests need only a new `apiVersion`.
-//! NetworkChaos and StressChaos reuse host mode's fault parameter structs from `havoc-spec`
+//! The agent-held kinds reuse host mode's fault parameter structs from `havoc-spec`
 //! (`loss`, `delay`, `stressors`...), so a fault means the same thing on a host and in a cluster;
 //! only the selector differs. Cross-field rules are CEL `x-kubernetes-validations` in the CRD
 //! (checked by the API server at `kubectl apply`) and the same rules in Rust (`validate_spec`
@@ -10,14 +11,17 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use havoc_spec::errno::Errno;
 use havoc_spec::error::Problems;
+use havoc_spec::io::{AttrOverride, IoAction, IoMethod, Mistake, WeightedErrno};
 use havoc_spec::network::{
     BandwidthSpec, CorruptSpec, DelaySpec, Direction, DuplicateSpec, GilbertElliott, LossModel,
     LossSpec, NetworkAction, Protocol,
 };
 use havoc_spec::selector::validate_mode;
 use havoc_spec::stress::Stressors;
-use havoc_spec::units::HumanDuration;
+use havoc_spec::time::{ClockId, TimeOffset};
+use havoc_spec::units::{HumanDuration, Percent};
 use havoc_spec::{FaultSpec, FieldPath, SpecError, SpecErrors};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -307,6 +311,418 @@ pub struct StressChaosSpec {
     pub container_names: Vec<String>,
 }
 
+/// Shifts the clocks the selected containers' processes read (Chaos Mesh's TimeChaos).
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "havoc.dev",
+    version = "v1alpha1",
+    kind = "TimeChaos",
+    plural = "timechaos",
+    namespaced,
+    status = "ChaosStatus",
+    derive = "PartialEq",
+    shortname = "htc",
+    category = "havoc",
+    category = "chaos",
+    printcolumn(name = "Offset", type_ = "string", json_path = ".spec.timeOffset"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "Shifts the clocks the selected containers' processes read (havoc.dev)."
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(RULE_VALUE_REQUIRED).message(MSG_VALUE_REQUIRED),
+    validation = Rule::new(RULE_VALUE_UNUSED).message(MSG_VALUE_UNUSED),
+    validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
+    validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
+    validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
+    validation = Rule::new(RULE_ONE_CONTAINER).message(MSG_ONE_CONTAINER),
+)]
+pub struct TimeChaosSpec {
+    /// Which pods are candidates.
+    pub selector: PodSelector,
+    /// How many candidates are hit: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+    /// How long the clocks stay shifted; default: until the object is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Seed of the random choice of pods; default: derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// How far the clocks move: `-5m`, `+2h`, `1h30m` (not zero, at most 365 days).
+    #[schemars(schema_with = "time_offset_schema")]
+    pub time_offset: TimeOffset,
+    /// Which clocks move, by `CLOCK_*` name; default: CLOCK_REALTIME.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "clock_ids_schema")]
+    pub clock_ids: Vec<ClockId>,
+    /// The container whose processes are skewed (at most one name; default: the pod's first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_names: Vec<String>,
+}
+
+/// Fails or slows chosen system calls of the selected containers' processes (havoc.dev only).
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "havoc.dev",
+    version = "v1alpha1",
+    kind = "SyscallChaos",
+    plural = "syscallchaos",
+    namespaced,
+    status = "ChaosStatus",
+    derive = "PartialEq",
+    shortname = "hyc",
+    category = "havoc",
+    category = "chaos",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Errno", type_ = "string", json_path = ".spec.errno"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "Fails or slows chosen system calls of the selected containers' processes (havoc.dev)."
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(RULE_VALUE_REQUIRED).message(MSG_VALUE_REQUIRED),
+    validation = Rule::new(RULE_VALUE_UNUSED).message(MSG_VALUE_UNUSED),
+    validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
+    validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
+    validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
+    validation = Rule::new(RULE_ONE_CONTAINER).message(MSG_ONE_CONTAINER),
+    validation = Rule::new("size(self.syscalls) > 0")
+        .message("list at least one system call, e.g. [openat]"),
+    validation = Rule::new("has(self.errno) || has(self.delay)")
+        .message("give errno (what the call returns), delay (how long it is held), or both"),
+    validation = Rule::new("!has(self.path) || self.path.startsWith('/')")
+        .message("path must be absolute (start with `/`)"),
+)]
+pub struct SyscallChaosSpec {
+    /// Which pods are candidates.
+    pub selector: PodSelector,
+    /// How many candidates are hit: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+    /// How long the fault lasts; default: until the object is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Seed of the random choice of pods; default: derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The calls to fault, by x86-64 Linux name (`openat`, `connect`).
+    #[schemars(length(max = 64), inner(length(min = 1, max = 32)))]
+    pub syscalls: Vec<String>,
+    /// What a hit call returns (a name such as `EACCES` or a number); without it a hit call is
+    /// only delayed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers_as_text"
+    )]
+    #[schemars(schema_with = "errno_schema")]
+    pub errno: Option<Errno>,
+    /// Share of the matching calls that are hit (default `"100"`).
+    #[serde(default = "hundred_percent")]
+    pub percent: Percent,
+    /// Hold each hit call this long first (at most 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
+    /// Only calls whose path argument matches this absolute glob (`/data/**/*.db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: Option<String>,
+    /// The container whose processes are traced (at most one name; default: the pod's first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_names: Vec<String>,
+}
+
+fn hundred_percent() -> Percent {
+    Percent(100.0)
+}
+
+/// File-system faults under a directory of the selected containers (Chaos Mesh's IOChaos).
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "havoc.dev",
+    version = "v1alpha1",
+    kind = "IOChaos",
+    plural = "iochaos",
+    namespaced,
+    status = "ChaosStatus",
+    derive = "PartialEq",
+    shortname = "hioc",
+    category = "havoc",
+    category = "chaos",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Volume", type_ = "string", json_path = ".spec.volumePath"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    doc = "File-system faults under a directory of the selected containers (havoc.dev)."
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(RULE_VALUE_REQUIRED).message(MSG_VALUE_REQUIRED),
+    validation = Rule::new(RULE_VALUE_UNUSED).message(MSG_VALUE_UNUSED),
+    validation = Rule::new(RULE_VALUE_FIXED).message(MSG_VALUE_FIXED),
+    validation = Rule::new(RULE_VALUE_PERCENT).message(MSG_VALUE_PERCENT),
+    validation = Rule::new(RULE_DURATION).message(MSG_DURATION),
+    validation = Rule::new(RULE_ONE_CONTAINER).message(MSG_ONE_CONTAINER),
+    validation = Rule::new("self.volumePath.startsWith('/')")
+        .message("volumePath must be an absolute directory path, e.g. /var/lib/app"),
+    validation = Rule::new("self.action != 'latency' || has(self.delay)")
+        .message("action latency needs delay"),
+    validation = Rule::new("self.action != 'fault' || has(self.errno) || (has(self.faults) && size(self.faults) > 0)")
+        .message("action fault needs errno (or weighted faults)"),
+    validation = Rule::new("self.action != 'attrOverride' || has(self.attr)")
+        .message("action attrOverride needs attr"),
+    validation = Rule::new("self.action != 'mistake' || has(self.mistake)")
+        .message("action mistake needs mistake"),
+    validation = Rule::new("self.action == 'latency' || !has(self.delay)")
+        .message("delay only applies to action latency"),
+    validation = Rule::new("self.action == 'fault' || !(has(self.errno) || (has(self.faults) && size(self.faults) > 0))")
+        .message("errno and faults only apply to action fault"),
+    validation = Rule::new("self.action == 'attrOverride' || !has(self.attr)")
+        .message("attr only applies to action attrOverride"),
+    validation = Rule::new("self.action == 'mistake' || !has(self.mistake)")
+        .message("mistake only applies to action mistake"),
+)]
+pub struct IOChaosSpec {
+    /// `latency`, `fault`, `attrOverride` or `mistake`.
+    #[schemars(schema_with = "io_action_schema")]
+    pub action: IoAction,
+    /// Which pods are candidates.
+    pub selector: PodSelector,
+    /// How many candidates are hit: `one`, `all`, `fixed`, `fixed-percent`, `random-max-percent`.
+    #[serde(default)]
+    pub mode: havoc_spec::Mode,
+    /// The count (`fixed`) or percentage (`fixed-percent`, `random-max-percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub value: Option<String>,
+    /// How long the fault lasts; default: until the object is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Seed of the random choice of pods; default: derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The directory whose files are faulted, as the container sees it. Any directory (Chaos
+    /// Mesh needs a mount point; a mount point works here too and means the same files).
+    #[schemars(length(min = 1, max = 4096))]
+    pub volume_path: String,
+    /// A glob of the files affected, under `volumePath` or relative to it (`**/*.db`);
+    /// default: every file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: Option<String>,
+    /// Operations affected, by Chaos Mesh's (FUSE) names, case-insensitive; default: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "io_methods_schema")]
+    pub methods: Vec<IoMethod>,
+    /// Percent of the matching operations affected, 1..100 (default 100).
+    #[serde(default = "hundred")]
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: u32,
+    /// With `latency`: how long each affected operation waits (at most 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
+    /// With `fault`: the error returned, a name (`EIO`) or a number (`5`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers_as_text"
+    )]
+    #[schemars(schema_with = "errno_schema")]
+    pub errno: Option<Errno>,
+    /// With `fault`: several errors, each chosen in proportion to its weight (Havoc only).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "numbers_as_text"
+    )]
+    #[schemars(schema_with = "io_faults_schema")]
+    pub faults: Vec<WeightedErrno>,
+    /// With `attrOverride`: the attributes reported instead of the real ones.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers_as_text"
+    )]
+    #[schemars(schema_with = "io_attr_schema")]
+    pub attr: Option<AttrOverride>,
+    /// With `mistake`: how read or written data is altered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "io_mistake_schema")]
+    pub mistake: Option<Mistake>,
+    /// The container whose mount namespace is faulted (at most one name; default: the pod's first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_names: Vec<String>,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+/// Reads a value whose parts are parsed from text (`errno`, `perm`) from a JSON number too:
+/// the API server stores `errno: 5` as a number, and havoc-spec's scalar types read text.
+fn numbers_as_text<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde_json::Value as J;
+    fn fix(v: &mut J, top: bool) {
+        match v {
+            J::Number(n) if top => *v = J::String(n.to_string()),
+            J::Array(items) => items.iter_mut().for_each(|i| fix(i, false)),
+            J::Object(m) => {
+                for key in ["errno", "perm"] {
+                    if let Some(J::Number(n)) = m.get(key) {
+                        let text = n.to_string();
+                        m.insert(key.into(), J::String(text));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut v = J::deserialize(d)?;
+    fix(&mut v, true);
+    serde_json::from_value(v).map_err(serde::de::Error::custom)
+}
+
+const RULE_ONE_CONTAINER: &str = "!has(self.containerNames) || size(self.containerNames) <= 1";
+const MSG_ONE_CONTAINER: &str =
+    "containerNames takes at most one name: Havoc injects into one container per pod; use one object per container";
+
+fn time_offset_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": r"^[+-]?([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$",
+        "maxLength": 64,
+        "description": "How far the clocks move: a signed duration such as `-5m`, `+2h` or `1h30m`.",
+    })
+}
+
+fn clock_ids_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = havoc_spec::time::CLOCKS.iter().map(|(n, _)| *n).collect();
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "items": {"type": "string", "enum": names},
+        "description": "Which clocks move, by `CLOCK_*` name; default: CLOCK_REALTIME.",
+    })
+}
+
+fn errno_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "description": "An error number: a name such as `EIO` or a number such as `5`.",
+    })
+}
+
+fn io_action_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["latency", "fault", "attrOverride", "mistake"],
+        "description": "`latency`, `fault`, `attrOverride` or `mistake`.",
+    })
+}
+
+fn io_methods_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {"type": "string", "pattern": "^[A-Za-z]+$", "maxLength": 16},
+        "description": "Operations affected (read, write, open, getattr, readdir, ...); default: all.",
+    })
+}
+
+fn io_faults_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "required": ["errno"],
+            "properties": {
+                "errno": {"x-kubernetes-int-or-string": true},
+                "weight": {"type": "integer", "minimum": 1, "default": 1},
+            },
+        },
+        "description": "Several errors, each chosen in proportion to its weight.",
+    })
+}
+
+fn io_attr_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let time = serde_json::json!({
+        "type": "object",
+        "required": ["sec"],
+        "properties": {
+            "sec": {"type": "integer", "format": "int64"},
+            "nsec": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 999_999_999},
+        },
+    });
+    let unsigned = serde_json::json!({"type": "integer", "minimum": 0});
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "ino": unsigned,
+            "size": unsigned,
+            "blocks": unsigned,
+            "atime": time,
+            "mtime": time,
+            "ctime": time,
+            "kind": {"type": "string", "enum": ["namedPipe", "charDevice", "blockDevice", "directory", "regularFile", "symlink", "socket"]},
+            "perm": {"x-kubernetes-int-or-string": true},
+            "nlink": unsigned,
+            "uid": unsigned,
+            "gid": unsigned,
+            "rdev": unsigned,
+        },
+        "description": "The attributes reported instead of the real ones; absent fields are left alone. perm: decimal as Chaos Mesh writes it (420) or octal text (\"0644\").",
+    })
+}
+
+fn io_mistake_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "required": ["filling", "maxOccurrences", "maxLength"],
+        "properties": {
+            "filling": {"type": "string", "enum": ["zero", "random"]},
+            "maxOccurrences": {"type": "integer", "minimum": 1},
+            "maxLength": {"type": "integer", "minimum": 1},
+        },
+        "description": "In each matching read or write, up to maxOccurrences runs of up to maxLength bytes become zeros or random bytes.",
+    })
+}
+
 const RULE_VALUE_REQUIRED: &str =
     "!has(self.mode) || self.mode in ['one', 'all'] || has(self.value)";
 const MSG_VALUE_REQUIRED: &str =
@@ -431,9 +847,16 @@ pub struct Peers {
     pub names: Vec<String>,
 }
 
-/// The three CRDs, for `havoc crds` and for installing.
+/// The chaos CRDs, for `havoc crds` and for installing.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![PodChaos::crd(), NetworkChaos::crd(), StressChaos::crd()];
+    let mut crds = vec![
+        PodChaos::crd(),
+        NetworkChaos::crd(),
+        StressChaos::crd(),
+        TimeChaos::crd(),
+        SyscallChaos::crd(),
+        IOChaos::crd(),
+    ];
     for crd in &mut crds {
         for v in &mut crd.spec.versions {
             if let Some(s) = v
@@ -769,6 +1192,117 @@ impl StressChaosSpec {
     }
 }
 
+/// Runs a host-mode validation, keeping every problem but those of its (empty) host selector:
+/// in a cluster the pod selector chooses the targets.
+fn host_problems(sp: &FieldPath, p: &mut Problems, f: impl FnOnce(&mut Problems)) {
+    let mut host = Problems::new();
+    f(&mut host);
+    let sel = sp.key("selector").to_string();
+    for (path, message) in host.into_vec() {
+        let s = path.to_string();
+        if s != sel && !s.starts_with(&format!("{sel}.")) {
+            p.add(&path, message);
+        }
+    }
+}
+
+fn validate_containers(names: &[String], sp: &FieldPath, p: &mut Problems) {
+    if names.len() > 1 {
+        p.add(&sp.key("containerNames"), MSG_ONE_CONTAINER);
+    }
+}
+
+impl TimeChaosSpec {
+    /// The host-mode fault (its host selector is empty: the agent targets the container's
+    /// processes).
+    pub fn fault(&self) -> havoc_spec::time::TimeChaos {
+        havoc_spec::time::TimeChaos {
+            time_offset: self.time_offset,
+            clock_ids: self.clock_ids.clone(),
+            selector: Default::default(),
+        }
+    }
+
+    /// The rules of the CRD's CEL validations and host mode's parameter rules.
+    pub fn validate_spec(&self, sp: &FieldPath, p: &mut Problems) {
+        validate_common(
+            self.mode,
+            self.value.as_deref(),
+            self.duration,
+            &self.selector,
+            sp,
+            p,
+        );
+        validate_containers(&self.container_names, sp, p);
+        host_problems(sp, p, |h| self.fault().validate(sp, h));
+    }
+}
+
+impl SyscallChaosSpec {
+    /// The host-mode fault (its host selector is empty: the agent targets the container's
+    /// processes).
+    pub fn fault(&self) -> havoc_spec::syscall::SyscallChaos {
+        havoc_spec::syscall::SyscallChaos {
+            syscalls: self.syscalls.clone(),
+            errno: self.errno,
+            percent: self.percent,
+            delay: self.delay,
+            path: self.path.clone(),
+            selector: Default::default(),
+        }
+    }
+
+    /// The rules of the CRD's CEL validations and host mode's parameter rules.
+    pub fn validate_spec(&self, sp: &FieldPath, p: &mut Problems) {
+        validate_common(
+            self.mode,
+            self.value.as_deref(),
+            self.duration,
+            &self.selector,
+            sp,
+            p,
+        );
+        validate_containers(&self.container_names, sp, p);
+        host_problems(sp, p, |h| self.fault().validate(sp, h));
+    }
+}
+
+impl IOChaosSpec {
+    /// The host-mode fault (its host selector is empty: the agent mounts in the container's
+    /// mount namespace).
+    pub fn fault(&self) -> havoc_spec::io::IOChaos {
+        havoc_spec::io::IOChaos {
+            action: self.action,
+            selector: Default::default(),
+            volume_path: self.volume_path.clone(),
+            path: self.path.clone(),
+            methods: self.methods.clone(),
+            percent: self.percent,
+            delay: self.delay,
+            errno: self.errno,
+            faults: self.faults.clone(),
+            attr: self.attr.clone(),
+            mistake: self.mistake.clone(),
+            container_names: None,
+            remote_cluster: None,
+        }
+    }
+
+    /// The rules of the CRD's CEL validations and host mode's parameter rules.
+    pub fn validate_spec(&self, sp: &FieldPath, p: &mut Problems) {
+        validate_common(
+            self.mode,
+            self.value.as_deref(),
+            self.duration,
+            &self.selector,
+            sp,
+            p,
+        );
+        validate_containers(&self.container_names, sp, p);
+        self.fault().validate_params(sp, p);
+    }
+}
+
 /// The seed of an object: its spec's, else a stable hash of its uid (else of namespace/name).
 fn seed_of(spec_seed: Option<u64>, meta: &kube::core::ObjectMeta) -> u64 {
     spec_seed.unwrap_or_else(|| match &meta.uid {
@@ -876,6 +1410,51 @@ impl ChaosObject for StressChaos {
     }
 }
 
+impl ChaosObject for TimeChaos {
+    common_impl!();
+
+    fn action(&self) -> ChaosAction {
+        ChaosAction::Agent {
+            fault: FaultSpec::TimeChaos(self.spec.fault()),
+            container_names: self.spec.container_names.clone(),
+        }
+    }
+
+    fn action_name(&self) -> String {
+        self.spec.fault().summary()
+    }
+}
+
+impl ChaosObject for SyscallChaos {
+    common_impl!();
+
+    fn action(&self) -> ChaosAction {
+        ChaosAction::Agent {
+            fault: FaultSpec::SyscallChaos(self.spec.fault()),
+            container_names: self.spec.container_names.clone(),
+        }
+    }
+
+    fn action_name(&self) -> String {
+        self.spec.fault().summary()
+    }
+}
+
+impl ChaosObject for IOChaos {
+    common_impl!();
+
+    fn action(&self) -> ChaosAction {
+        ChaosAction::Agent {
+            fault: FaultSpec::IOChaos(self.spec.fault()),
+            container_names: self.spec.container_names.clone(),
+        }
+    }
+
+    fn action_name(&self) -> String {
+        self.spec.fault().summary()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -971,7 +1550,7 @@ mod tests {
     }
 
     #[test]
-    fn crds_yaml_holds_the_three_crds() {
+    fn crds_yaml_holds_the_chaos_crds() {
         let yaml = crds_yaml();
         let docs: Vec<CustomResourceDefinition> = serde_yaml_ng::Deserializer::from_str(&yaml)
             .map(|d| CustomResourceDefinition::deserialize(d).expect("a CRD document"))
@@ -985,10 +1564,13 @@ mod tests {
             [
                 "podchaos.havoc.dev",
                 "networkchaos.havoc.dev",
-                "stresschaos.havoc.dev"
+                "stresschaos.havoc.dev",
+                "timechaos.havoc.dev",
+                "syscallchaos.havoc.dev",
+                "iochaos.havoc.dev",
             ]
         );
-        for (crd, short) in docs.iter().zip(["hpc", "hnc", "hsc"]) {
+        for (crd, short) in docs.iter().zip(["hpc", "hnc", "hsc", "htc", "hyc", "hioc"]) {
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(crd.spec.scope, "Namespaced");
             assert_eq!(
@@ -1109,8 +1691,103 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             s
         };
+        let time = |extra: J| {
+            let mut s = serde_json::json!({"selector": sel, "timeOffset": "-5m"});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
+        let sys = |extra: J| {
+            let mut s =
+                serde_json::json!({"selector": sel, "syscalls": ["openat"], "errno": "EACCES"});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
+        let io = |extra: J| {
+            let mut s = serde_json::json!({"action": "latency", "selector": sel, "volumePath": "/data", "delay": "10ms"});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
         use serde_json::json;
         vec![
+            (3, MSG_DURATION, time(json!({"duration": "0s"}))),
+            (3, MSG_VALUE_REQUIRED, time(json!({"mode": "fixed"}))),
+            (
+                3,
+                "containerNames takes at most one name",
+                time(json!({"containerNames": ["a", "b"]})),
+            ),
+            (
+                4,
+                "list at least one system call",
+                sys(json!({"syscalls": []})),
+            ),
+            (
+                4,
+                "give errno (what the call returns), delay",
+                sys(json!({"errno": null})),
+            ),
+            (
+                4,
+                "containerNames takes at most one name",
+                sys(json!({"containerNames": ["a", "b"]})),
+            ),
+            (
+                4,
+                "path must be absolute",
+                sys(json!({"path": "data/*.db"})),
+            ),
+            (
+                5,
+                "volumePath must be an absolute directory path",
+                io(json!({"volumePath": "data"})),
+            ),
+            (5, "action latency needs delay", io(json!({"delay": null}))),
+            (
+                5,
+                "action fault needs errno",
+                io(json!({"action": "fault", "delay": null})),
+            ),
+            (
+                5,
+                "action attrOverride needs attr",
+                io(json!({"action": "attrOverride", "delay": null})),
+            ),
+            (
+                5,
+                "action mistake needs mistake",
+                io(json!({"action": "mistake", "delay": null})),
+            ),
+            (
+                5,
+                "delay only applies to action latency",
+                io(json!({"action": "fault", "errno": 5})),
+            ),
+            (
+                5,
+                "errno and faults only apply to action fault",
+                io(json!({"errno": "EIO"})),
+            ),
+            (
+                5,
+                "attr only applies to action attrOverride",
+                io(json!({"attr": {"perm": 420}})),
+            ),
+            (
+                5,
+                "mistake only applies to action mistake",
+                io(json!({"mistake": {"filling": "zero", "maxOccurrences": 1, "maxLength": 1}})),
+            ),
+            (
+                5,
+                "containerNames takes at most one name",
+                io(json!({"containerNames": ["a", "b"]})),
+            ),
             (
                 0,
                 "containerNames only applies to action container-kill",
@@ -1234,6 +1911,15 @@ mod tests {
             1 => serde_json::from_value::<NetworkChaosSpec>(spec)
                 .unwrap()
                 .validate_spec(&sp, &mut p),
+            3 => serde_json::from_value::<TimeChaosSpec>(spec)
+                .unwrap()
+                .validate_spec(&sp, &mut p),
+            4 => serde_json::from_value::<SyscallChaosSpec>(spec)
+                .unwrap()
+                .validate_spec(&sp, &mut p),
+            5 => serde_json::from_value::<IOChaosSpec>(spec)
+                .unwrap()
+                .validate_spec(&sp, &mut p),
             _ => serde_json::from_value::<StressChaosSpec>(spec)
                 .unwrap()
                 .validate_spec(&sp, &mut p),
@@ -1270,7 +1956,14 @@ mod tests {
                     || (message == MSG_VALUE_UNUSED
                         && p.contains("value is only used with modes"))
                     || (message == MSG_VALUE_FIXED && p.contains("whole number >= 1"))
-                    || (message == MSG_VALUE_PERCENT && p.contains("percentage 1..=100"))),
+                    || (message == MSG_VALUE_PERCENT && p.contains("percentage 1..=100"))
+                    || (message.starts_with("volumePath must be an absolute")
+                        && p.contains("spec.volumePath: must be an absolute"))
+                    || (message.starts_with("path must be absolute")
+                        && p.contains("spec.path:")
+                        && p.contains("must be absolute"))
+                    || (message.starts_with("errno and faults only apply")
+                        && p.contains("errno does not apply to action"))),
                 "kind {kind}: Rust validation misses `{message}` for {spec}: {problems:?}"
             );
         }
@@ -1366,6 +2059,34 @@ mod tests {
             (
                 2,
                 json!({"selector": sel, "mode": "random-max-percent", "value": "1", "stressors": {"cpu": {"workers": 1}}}),
+            ),
+            (
+                3,
+                json!({"selector": sel, "timeOffset": "-1h30m", "clockIds": ["CLOCK_REALTIME", "CLOCK_MONOTONIC"], "containerNames": ["app"], "duration": "1m"}),
+            ),
+            (
+                4,
+                json!({"selector": sel, "syscalls": ["openat", "connect"], "errno": 13, "percent": "30", "delay": "5ms", "mode": "one"}),
+            ),
+            (
+                4,
+                json!({"selector": sel, "syscalls": ["openat"], "delay": "5ms", "path": "/data/**/*.db"}),
+            ),
+            (
+                5,
+                json!({"action": "fault", "selector": sel, "volumePath": "/var/lib/app", "path": "**/*.db", "methods": ["READ", "write"], "percent": 30, "errno": 5}),
+            ),
+            (
+                5,
+                json!({"action": "fault", "selector": sel, "volumePath": "/var/lib/app", "faults": [{"errno": "EIO", "weight": 3}, {"errno": 28}]}),
+            ),
+            (
+                5,
+                json!({"action": "attrOverride", "selector": sel, "volumePath": "/data", "attr": {"perm": 420, "size": 1, "kind": "regularFile", "mtime": {"sec": 0}}}),
+            ),
+            (
+                5,
+                json!({"action": "mistake", "selector": sel, "volumePath": "/data", "methods": ["read"], "mistake": {"filling": "random", "maxOccurrences": 2, "maxLength": 8}}),
             ),
         ];
         for (kind, spec) in valid {
