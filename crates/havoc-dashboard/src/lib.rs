@@ -15,6 +15,7 @@
 //! token of the page in `X-Havoc-CSRF` and, if the browser sent one, a same-origin `Origin`
 //! ([`guard`]): a page on another site can neither read the token nor send the header.
 
+pub mod cluster;
 pub mod guard;
 pub mod jobs;
 pub mod runs;
@@ -53,6 +54,8 @@ pub struct Config {
     /// Host names (with or without port) accepted besides 127.0.0.1, localhost, [::1] and the
     /// listen address: for a dashboard reached through another name.
     pub extra_hosts: Vec<String>,
+    /// Cluster mode: Havoc's chaos objects in a cluster, with the user's identity ([`cluster`]).
+    pub cluster: Option<cluster::Cluster>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,7 @@ pub struct App {
     pub token: String,
     pub guard: guard::Hosts,
     pub jobs: jobs::Jobs,
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// A dashboard bound to its address, not yet serving.
@@ -109,6 +113,7 @@ pub async fn bind(config: Config) -> Result<Bound, DashboardError> {
         token,
         guard: guard::Hosts::new(addr, &config.extra_hosts),
         jobs: jobs::Jobs::default(),
+        cluster: config.cluster,
     });
     Ok(Bound { listener, app })
 }
@@ -141,6 +146,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/events", get(events))
         .route("/api/validate", post(validate))
         .route("/api/plan", post(plan))
+        .route("/api/cluster", get(cluster::info))
+        .route(
+            "/api/cluster/objects",
+            get(cluster::list).post(cluster::create),
+        )
+        .route(
+            "/api/cluster/objects/{plural}/{namespace}/{name}",
+            get(cluster::get_one).delete(cluster::delete),
+        )
+        .route(
+            "/api/cluster/objects/{plural}/{namespace}/{name}/{action}",
+            post(cluster::act),
+        )
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             guard::check,

@@ -13,9 +13,9 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-async function post(url, body) {
+async function post(url, body, method) {
   const r = await fetch(url, {
-    method: "POST",
+    method: method || "POST",
     headers: { "X-Havoc-CSRF": TOKEN, "Content-Type": "application/yaml" },
     body: body ?? "",
   });
@@ -209,7 +209,101 @@ async function start() {
   }
 }
 
+// --- Cluster ------------------------------------------------------------------------------
+const CLUSTER_TEMPLATE = `apiVersion: havoc.dev/v1alpha1
+kind: PodChaos
+metadata: { name: kill-one-web-pod, namespace: default }
+spec:
+  action: pod-kill
+  mode: one
+  selector: { labelSelectors: { app: web } }
+`;
+const objUrl = (o) => "/api/cluster/objects/" + [o.plural, o.namespace, o.name].map(encodeURIComponent).join("/");
+const counts = (c) => (c ? Object.entries(c).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`).join(", ") || "none" : "—");
+
+async function loadCluster() {
+  const ns = $("cluster-ns").value.trim();
+  const r = await fetch("/api/cluster/objects" + (ns ? "?namespace=" + encodeURIComponent(ns) : ""));
+  const data = await r.json();
+  const body = $("cluster-body");
+  body.replaceChildren();
+  if (!r.ok) { $("cluster-status").textContent = data.error; return; }
+  for (const o of data.objects) {
+    const act = (what, label, cls) => el("button", { type: "button", class: cls || "", "aria-label": `${label} ${o.kind} ${o.namespace}/${o.name}`,
+      onclick: () => clusterAct(o, what) }, label);
+    body.append(el("tr", {},
+      el("td", {}, o.kind), el("td", {}, o.namespace),
+      el("td", {}, el("button", { type: "button", class: "link", onclick: () => showObject(o) }, o.name)),
+      el("td", {}, (o.deleting ? "Deleting" : o.phase || "—") + (o.paused ? " (paused)" : "")),
+      el("td", {}, counts(o.counts)),
+      el("td", {}, o.paused ? act("resume", "Resume") : act("pause", "Pause"), " ",
+        act("delete", "Delete", "danger"), " ", o.deleting ? act("force-cleanup", "Force cleanup", "danger") : "")));
+  }
+  let s = `${data.objects.length} object(s)`;
+  if (data.forbidden.length) s += ` · not allowed to list: ${data.forbidden.map((f) => f.kind + (f.namespace ? " in " + f.namespace : "")).join(", ")}`;
+  if (data.missingKinds.length) s += ` · CRDs not installed: ${data.missingKinds.join(", ")}`;
+  $("cluster-status").textContent = s;
+}
+
+async function clusterAct(o, what) {
+  const r = what === "delete" ? await post(objUrl(o), "", "DELETE") : await post(objUrl(o) + "/" + what);
+  $("cluster-status").textContent = r.ok ? `${what}: ${o.kind} ${o.namespace}/${o.name}` : r.json.error;
+  loadCluster();
+}
+
+async function showObject(o) {
+  const r = await fetch(objUrl(o));
+  const j = await r.json();
+  const d = $("cluster-detail");
+  d.replaceChildren();
+  if (!r.ok) { d.append(el("p", {}, j.error)); return; }
+  const st = j.object.status || {};
+  const cond = el("ul", {});
+  for (const c of st.conditions || []) cond.append(el("li", {}, `${c.type}: ${c.status}` + (c.message ? ` (${c.message})` : "")));
+  const ev = el("ol", { class: "timeline" });
+  for (const e of j.events) ev.append(el("li", { class: e.type === "Warning" ? "warn" : "" }, `${e.at || ""} ${e.reason}: ${e.message}` + (e.count > 1 ? ` (×${e.count})` : "")));
+  if (!j.events.length) ev.append(el("li", { class: "muted" }, j.eventsError ? "events not readable: " + j.eventsError : "no events"));
+  d.append(el("h3", {}, `${o.kind} ${o.namespace}/${o.name}`),
+    el("p", {}, `Phase ${st.phase || "—"} · targets: ${counts(st.counts)}`),
+    el("h4", {}, "Conditions"), cond,
+    el("h4", {}, "Records per target"), el("pre", {}, JSON.stringify(st.records || {}, null, 2)),
+    el("h4", {}, "Events"), ev);
+}
+
+async function clusterCreate(dry) {
+  const ns = $("cluster-ns").value.trim();
+  const q = new URLSearchParams();
+  if (ns) q.set("namespace", ns);
+  if (dry) q.set("dryRun", "true");
+  const r = await post("/api/cluster/objects?" + q, $("cluster-yaml").value);
+  const list = $("cluster-problems");
+  list.replaceChildren();
+  for (const p of r.json.errors || []) list.append(el("li", {}, `line ${p.line}, column ${p.col}: ` + (p.path ? p.path + ": " : "") + p.message));
+  $("cluster-action").textContent = r.ok
+    ? (dry ? "The API server accepts it (nothing created)." : `Created ${r.json.summary.kind} ${r.json.summary.namespace}/${r.json.summary.name}.`)
+    : r.json.error || `${(r.json.errors || []).length} problem(s)`;
+  if (r.ok && !dry) loadCluster();
+}
+
+async function initCluster() {
+  const r = await fetch("/api/cluster");
+  const c = await r.json();
+  if (!c.enabled) return;
+  $("cluster").hidden = false;
+  $("cluster-link").hidden = false;
+  $("cluster-mode").textContent = c.mode === "kubeconfig"
+    ? "Every call is made with your kubeconfig: you see and change what kubectl would let you."
+    : "Every call carries your request's bearer token: you see and change what your RBAC allows.";
+  $("cluster-yaml").value = CLUSTER_TEMPLATE;
+  $("cluster-reload").addEventListener("click", loadCluster);
+  $("cluster-dry").addEventListener("click", () => clusterCreate(true));
+  $("cluster-create").addEventListener("click", () => clusterCreate(false));
+  loadCluster();
+  setInterval(loadCluster, 5000);
+}
+
 window.addEventListener("DOMContentLoaded", () => {
+  initCluster();
   $("verdict").addEventListener("change", loadRuns);
   $("reload").addEventListener("click", loadRuns);
   $("halt-all").addEventListener("click", async () => {

@@ -20,17 +20,48 @@ pub struct Server {
 impl Server {
     /// Starts a dashboard for `state` (which the caller may fill first).
     pub fn start(state: tempfile::TempDir, havoc_exe: PathBuf) -> Server {
+        Server::start_with(state, havoc_exe, None)
+    }
+
+    /// Starts a dashboard in cluster mode with the kubeconfig at `kubeconfig`: its identity when
+    /// `forward_token` is false, else only its server and CA (each request's token is used).
+    pub fn start_cluster(kubeconfig: &Path, forward_token: bool) -> Server {
+        let state = tempfile::tempdir().expect("tempdir");
+        Server::start_with(
+            state,
+            "/nonexistent/havoc".into(),
+            Some((kubeconfig.to_path_buf(), forward_token)),
+        )
+    }
+
+    fn start_with(
+        state: tempfile::TempDir,
+        havoc_exe: PathBuf,
+        cluster: Option<(PathBuf, bool)>,
+    ) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime");
+        // The cluster's client is made on the server's runtime (its worker task lives there).
+        let cluster = cluster.map(|(path, forward)| {
+            rt.block_on(async {
+                if forward {
+                    havoc_dashboard::cluster::Cluster::forwarding_to(&path).await
+                } else {
+                    havoc_dashboard::cluster::Cluster::from_kubeconfig(Some(&path)).await
+                }
+            })
+            .expect("cluster mode")
+        });
         let bound = rt
             .block_on(havoc_dashboard::bind(havoc_dashboard::Config {
                 state_dir: state.path().to_path_buf(),
                 havoc_exe,
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 extra_hosts: vec![],
+                cluster,
             }))
             .expect("bind the dashboard");
         let addr = bound.local_addr();
@@ -56,19 +87,25 @@ impl Server {
 
     /// A POST as the dashboard's own page sends it.
     pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.send("POST", path, body, None)
+    }
+
+    /// A request as the dashboard's own page sends it, with a bearer token if given (as an
+    /// authenticating proxy in front of the dashboard adds it).
+    pub fn send(&self, method: &str, path: &str, body: &str, bearer: Option<&str>) -> Resp {
         let origin = format!("http://{}", self.host());
-        request(
-            self.addr,
-            "POST",
-            path,
-            &[
-                ("Host", &self.host()),
-                ("Origin", &origin),
-                ("X-Havoc-CSRF", &self.token),
-                ("Content-Type", "application/yaml"),
-            ],
-            body.as_bytes(),
-        )
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            ("Host", self.host()),
+            ("Origin", origin),
+            ("X-Havoc-CSRF", self.token.clone()),
+            ("Content-Type", "application/yaml".to_string()),
+        ];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request(self.addr, method, path, &headers, body.as_bytes())
     }
 }
 
