@@ -856,6 +856,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         TimeChaos::crd(),
         SyscallChaos::crd(),
         IOChaos::crd(),
+        crate::schedule_crd::Schedule::crd(),
+        crate::workflow_crd::Workflow::crd(),
+        crate::statuscheck_crd::StatusCheck::crd(),
     ];
     for crd in &mut crds {
         for v in &mut crd.spec.versions {
@@ -1568,6 +1571,9 @@ mod tests {
                 "timechaos.havoc.dev",
                 "syscallchaos.havoc.dev",
                 "iochaos.havoc.dev",
+                "schedules.havoc.dev",
+                "workflows.havoc.dev",
+                "statuschecks.havoc.dev",
             ]
         );
         for (crd, short) in docs.iter().zip(["hpc", "hnc", "hsc", "htc", "hyc", "hioc"]) {

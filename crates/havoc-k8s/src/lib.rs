@@ -10,8 +10,11 @@ mod chaos_mesh;
 pub mod convert;
 pub mod crd;
 pub mod policy;
+pub mod schedule_crd;
 pub mod selector;
 pub mod status;
+pub mod statuscheck_crd;
+pub mod workflow_crd;
 
 #[cfg(test)]
 mod fixtures;
