@@ -2,7 +2,8 @@
 //!
 //! Chaos Mesh documents are read in two steps: [`prepare`] rewrites or takes out of the YAML
 //! tree what Havoc spells differently (an `action: rate`, `targetDevice`, stress-ng options) and
-//! reports what cannot carry over, then [`finish_network`] and [`finish_stress`] give the typed
+//! reports what cannot carry over (an IOChaos `path` that is relative, which Chaos Mesh matches
+//! against nothing), then [`finish_network`] and [`finish_stress`] give the typed
 //! spec the meaning Chaos Mesh has (netem `corrupt` leaves checksums broken, `direction: both`
 //! without a target injects on egress only, stress-ng options become stressors). Everything that
 //! would change meaning is an error naming the field, never a silent drop.
@@ -203,6 +204,28 @@ pub fn prepare(
                     st = with_key(&st, which, s.without_keys(&["options"]));
                 }
                 out = with_key(&out, "stressors", st);
+            }
+        }
+        "IOChaos" => {
+            // Chaos Mesh's toda matches `path` against the absolute path of each file, so a
+            // relative pattern matches nothing there; Havoc would read it relative to
+            // volumePath and fault files Chaos Mesh leaves alone.
+            if let Some(n) = spec.get("path") {
+                if let Some(text) = n.as_scalar().filter(|t| !t.trim().starts_with('/')) {
+                    let volume = spec
+                        .get("volumePath")
+                        .and_then(Node::as_scalar)
+                        .unwrap_or("/VOLUME")
+                        .trim_end_matches('/');
+                    errors.push(err(
+                        n.pos,
+                        sp.key("path"),
+                        format!(
+                            "a relative path matches no file in Chaos Mesh (it matches absolute paths): write it under volumePath, e.g. `{volume}/{}`",
+                            text.trim()
+                        ),
+                    ));
+                }
             }
         }
         _ => {}

@@ -1,7 +1,8 @@
 //! Chaos Mesh manifests to Havoc's, and validation of Kubernetes-mode manifests.
 //!
-//! `chaos-mesh.org/v1alpha1` PodChaos, NetworkChaos and StressChaos map to `havoc.dev/v1alpha1`
-//! field by field (Havoc kept Chaos Mesh's names). A Chaos Mesh field Havoc does not support is an
+//! `chaos-mesh.org/v1alpha1` PodChaos, NetworkChaos, StressChaos, TimeChaos and IOChaos map to
+//! `havoc.dev/v1alpha1` field by field (Havoc kept Chaos Mesh's names); SyscallChaos is Havoc's
+//! own kind and exists only as `havoc.dev/v1alpha1`. A Chaos Mesh field Havoc does not support is an
 //! error naming it, with its file position; it is never dropped. Only what the API server writes
 //! into an object (`status`, and `metadata` such as `uid`, `resourceVersion`, `managedFields`) is
 //! left out, so `kubectl get -o yaml` output converts too.
@@ -17,15 +18,31 @@ use serde::Serialize;
 
 use crate::chaos_mesh;
 use crate::crd::{
-    NetworkChaos, NetworkChaosSpec, PodChaos, PodChaosSpec, StressChaos, StressChaosSpec,
-    API_VERSION,
+    IOChaos, IOChaosSpec, NetworkChaos, NetworkChaosSpec, PodChaos, PodChaosSpec, StressChaos,
+    StressChaosSpec, SyscallChaos, SyscallChaosSpec, TimeChaos, TimeChaosSpec, API_VERSION,
 };
 
 /// `apiVersion` of Chaos Mesh's resources.
 pub const CHAOS_MESH_API_VERSION: &str = "chaos-mesh.org/v1alpha1";
 
 /// The kinds both API groups share.
-pub const KINDS: &[&str] = &["PodChaos", "NetworkChaos", "StressChaos"];
+pub const KINDS: &[&str] = &[
+    "PodChaos",
+    "NetworkChaos",
+    "StressChaos",
+    "TimeChaos",
+    "IOChaos",
+];
+
+/// Every kind of `havoc.dev/v1alpha1`: the shared ones and Havoc's own.
+pub const HAVOC_KINDS: &[&str] = &[
+    "PodChaos",
+    "NetworkChaos",
+    "StressChaos",
+    "TimeChaos",
+    "IOChaos",
+    "SyscallChaos",
+];
 
 /// Chaos Mesh fields Havoc does not support, by kind (`*` for every kind), with why or what instead.
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
@@ -60,15 +77,47 @@ pub enum Manifest {
     PodChaos(PodChaos),
     NetworkChaos(NetworkChaos),
     StressChaos(StressChaos),
+    TimeChaos(TimeChaos),
+    SyscallChaos(SyscallChaos),
+    IOChaos(IOChaos),
 }
 
 impl Manifest {
-    /// `PodChaos`, `NetworkChaos` or `StressChaos`.
+    /// `PodChaos`, `NetworkChaos`, `StressChaos`, `TimeChaos`, `SyscallChaos` or `IOChaos`.
     pub fn kind(&self) -> &'static str {
         match self {
             Manifest::PodChaos(_) => "PodChaos",
             Manifest::NetworkChaos(_) => "NetworkChaos",
             Manifest::StressChaos(_) => "StressChaos",
+            Manifest::TimeChaos(_) => "TimeChaos",
+            Manifest::SyscallChaos(_) => "SyscallChaos",
+            Manifest::IOChaos(_) => "IOChaos",
+        }
+    }
+
+    /// What the operator does for the object (see [`crate::ChaosObject::action`]).
+    pub fn action(&self) -> crate::ChaosAction {
+        use crate::ChaosObject;
+        match self {
+            Manifest::PodChaos(o) => o.action(),
+            Manifest::NetworkChaos(o) => o.action(),
+            Manifest::StressChaos(o) => o.action(),
+            Manifest::TimeChaos(o) => o.action(),
+            Manifest::SyscallChaos(o) => o.action(),
+            Manifest::IOChaos(o) => o.action(),
+        }
+    }
+
+    /// Short text of the action (see [`crate::ChaosObject::action_name`]).
+    pub fn action_name(&self) -> String {
+        use crate::ChaosObject;
+        match self {
+            Manifest::PodChaos(o) => o.action_name(),
+            Manifest::NetworkChaos(o) => o.action_name(),
+            Manifest::StressChaos(o) => o.action_name(),
+            Manifest::TimeChaos(o) => o.action_name(),
+            Manifest::SyscallChaos(o) => o.action_name(),
+            Manifest::IOChaos(o) => o.action_name(),
         }
     }
 
@@ -78,6 +127,9 @@ impl Manifest {
             Manifest::PodChaos(o) => &o.metadata,
             Manifest::NetworkChaos(o) => &o.metadata,
             Manifest::StressChaos(o) => &o.metadata,
+            Manifest::TimeChaos(o) => &o.metadata,
+            Manifest::SyscallChaos(o) => &o.metadata,
+            Manifest::IOChaos(o) => &o.metadata,
         }
     }
 }
@@ -137,7 +189,7 @@ pub fn is_kubernetes_document(doc: &Node) -> bool {
     if api_version == CHAOS_MESH_API_VERSION && KINDS.contains(&kind) {
         return true;
     }
-    if !KINDS.contains(&kind) {
+    if !HAVOC_KINDS.contains(&kind) {
         return false;
     }
     match doc.get("spec").and_then(|s| s.get("selector")) {
@@ -291,13 +343,20 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
             ));
         }
     }
+    let chaos_mesh = api_version.as_deref() == Some(CHAOS_MESH_API_VERSION);
     if let Some(k) = &kind {
-        if !KINDS.contains(&k.as_str()) {
-            let pos = doc.get("kind").map_or(doc.pos, |n| n.pos);
+        let pos = doc.get("kind").map_or(doc.pos, |n| n.pos);
+        if chaos_mesh && k == "SyscallChaos" {
             errors.push(err(
                 pos,
                 top.key("kind"),
-                format!("unsupported kind `{k}`: expected one of {} (other Chaos Mesh kinds are not converted yet)", KINDS.join(", ")),
+                format!("SyscallChaos is Havoc's own kind (Chaos Mesh has none): write apiVersion `{API_VERSION}`"),
+            ));
+        } else if !HAVOC_KINDS.contains(&k.as_str()) {
+            errors.push(err(
+                pos,
+                top.key("kind"),
+                format!("unsupported kind `{k}`: expected one of {} (other Chaos Mesh kinds are not converted yet)", HAVOC_KINDS.join(", ")),
             ));
         }
     }
@@ -359,12 +418,14 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
         errors.push(err(doc.pos, sp, "is required"));
         return Err(errors);
     };
-    let Some(kind) = kind.filter(|k| KINDS.contains(&k.as_str())) else {
+    let Some(kind) = kind.filter(|k| HAVOC_KINDS.contains(&k.as_str())) else {
         return Err(errors);
     };
+    if chaos_mesh && kind == "SyscallChaos" {
+        return Err(errors);
+    }
     unsupported(&kind, spec, &sp, &mut errors);
     let spec = strip_unsupported(&kind, spec);
-    let chaos_mesh = api_version.as_deref() == Some(CHAOS_MESH_API_VERSION);
     let (spec, pending) = if chaos_mesh {
         chaos_mesh::prepare(&kind, &spec, &sp, &mut errors)
     } else {
@@ -386,6 +447,30 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
             }
             s.validate_spec(&sp, &mut p);
             Manifest::NetworkChaos(NetworkChaos {
+                metadata: meta,
+                spec: s,
+                status: None,
+            })
+        }),
+        "TimeChaos" => from_node::<TimeChaosSpec>(&spec, &sp).map(|s| {
+            s.validate_spec(&sp, &mut p);
+            Manifest::TimeChaos(TimeChaos {
+                metadata: meta,
+                spec: s,
+                status: None,
+            })
+        }),
+        "SyscallChaos" => from_node::<SyscallChaosSpec>(&spec, &sp).map(|s| {
+            s.validate_spec(&sp, &mut p);
+            Manifest::SyscallChaos(SyscallChaos {
+                metadata: meta,
+                spec: s,
+                status: None,
+            })
+        }),
+        "IOChaos" => from_node::<IOChaosSpec>(&spec, &sp).map(|s| {
+            s.validate_spec(&sp, &mut p);
+            Manifest::IOChaos(IOChaos {
                 metadata: meta,
                 spec: s,
                 status: None,
@@ -436,7 +521,7 @@ pub fn validate_manifest(src: &str) -> Result<Manifest, SpecErrors> {
         0 => Err(SpecErrors(vec![err(
             Pos { line: 1, col: 1 },
             FieldPath::root(),
-            "the file is empty: expected a PodChaos, NetworkChaos or StressChaos",
+            "the file is empty: expected a PodChaos, NetworkChaos, StressChaos, TimeChaos, SyscallChaos or IOChaos",
         )])),
         1 => load(&docs[0], false).map_err(finish),
         n => Err(SpecErrors(vec![err(
@@ -473,11 +558,14 @@ fn to_yaml(m: &Manifest) -> String {
         Manifest::PodChaos(o) => y("PodChaos", &o.metadata, &o.spec),
         Manifest::NetworkChaos(o) => y("NetworkChaos", &o.metadata, &o.spec),
         Manifest::StressChaos(o) => y("StressChaos", &o.metadata, &o.spec),
+        Manifest::TimeChaos(o) => y("TimeChaos", &o.metadata, &o.spec),
+        Manifest::SyscallChaos(o) => y("SyscallChaos", &o.metadata, &o.spec),
+        Manifest::IOChaos(o) => y("IOChaos", &o.metadata, &o.spec),
     }
 }
 
-/// Rewrites the durations of a spec (`duration`, `delay.latency`, `delay.jitter`) as Go writes
-/// them, which the CRD's pattern and CEL accept (`1m30s`, not humantime's `1m 30s`).
+/// Rewrites the durations of a spec (`duration`, `delay` or `delay.latency` and `delay.jitter`)
+/// as Go writes them, which the CRD's pattern and CEL accept (`1m30s`, not humantime's `1m 30s`).
 fn go_durations(spec: &mut serde_json::Value) {
     fn fix(v: Option<&mut serde_json::Value>) {
         if let Some(v) = v {
@@ -490,9 +578,23 @@ fn go_durations(spec: &mut serde_json::Value) {
         }
     }
     fix(spec.get_mut("duration"));
-    if let Some(d) = spec.get_mut("delay") {
-        fix(d.get_mut("latency"));
-        fix(d.get_mut("jitter"));
+    if let Some(v) = spec.get_mut("timeOffset") {
+        if let Some(o) = v
+            .as_str()
+            .and_then(|s| s.parse::<havoc_spec::time::TimeOffset>().ok())
+        {
+            let abs = std::time::Duration::from_nanos(o.nanos.unsigned_abs() as u64);
+            let sign = if o.nanos < 0 { "-" } else { "" };
+            *v = serde_json::Value::String(format!("{sign}{}", chaos_mesh::go_duration(abs)));
+        }
+    }
+    match spec.get_mut("delay") {
+        Some(d @ serde_json::Value::String(_)) => fix(Some(d)),
+        Some(d) => {
+            fix(d.get_mut("latency"));
+            fix(d.get_mut("jitter"));
+        }
+        None => {}
     }
 }
 
@@ -504,7 +606,7 @@ pub fn convert(src: &str) -> Result<String, SpecErrors> {
         return Err(SpecErrors(vec![err(
             Pos { line: 1, col: 1 },
             FieldPath::root(),
-            "the file is empty: expected Chaos Mesh PodChaos, NetworkChaos or StressChaos manifests",
+            "the file is empty: expected Chaos Mesh PodChaos, NetworkChaos, StressChaos, TimeChaos or IOChaos manifests",
         )]));
     }
     let mut out = Vec::new();
@@ -570,6 +672,9 @@ mod tests {
             Manifest::PodChaos(o) => o.selector(),
             Manifest::NetworkChaos(o) => o.selector(),
             Manifest::StressChaos(o) => o.selector(),
+            Manifest::TimeChaos(o) => o.selector(),
+            Manifest::SyscallChaos(o) => o.selector(),
+            Manifest::IOChaos(o) => o.selector(),
         };
         assert_eq!(s.namespaces, ["shop", "db"]);
         assert_eq!(s.label_selectors["app"], "web");
@@ -730,6 +835,191 @@ mod tests {
             text.contains("t.yaml:26:3: spec.los: unknown field `los`: did you mean `loss`?"),
             "{text}"
         );
+    }
+
+    fn agent_fault(m: &Manifest) -> (havoc_spec::FaultSpec, Vec<String>) {
+        match m.action() {
+            crate::ChaosAction::Agent {
+                fault,
+                container_names,
+            } => (fault, container_names),
+            other => panic!("not an agent action: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn time_chaos_fields_map() {
+        let src = cm(
+            "TimeChaos",
+            "  mode: fixed\n  value: \"2\"\n  timeOffset: -1h30m\n  clockIds: [CLOCK_REALTIME, CLOCK_MONOTONIC]\n  containerNames: [app]\n  duration: 90s\n",
+        );
+        let m = round_trip(&src);
+        check_selector(&m);
+        let out = convert(&src).expect("converts");
+        assert!(out.contains("kind: TimeChaos"), "{out}");
+        assert!(out.contains("timeOffset: -1h30m\n"), "Go spelling: {out}");
+        assert!(out.contains("duration: 1m30s\n"), "Go spelling: {out}");
+        let Manifest::TimeChaos(o) = &m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(o.mode(), crate::Mode::Fixed(2));
+        assert_eq!(o.duration(), Some(std::time::Duration::from_secs(90)));
+        let (fault, containers) = agent_fault(&m);
+        let havoc_spec::FaultSpec::TimeChaos(t) = fault else {
+            panic!("{fault:?}")
+        };
+        assert_eq!(t.time_offset.as_sec_nsec(), (-5400, 0));
+        assert_eq!(t.clock_mask(), 0b11, "REALTIME and MONOTONIC");
+        assert_eq!(containers, ["app"]);
+        assert_eq!(m.action_name(), t.summary());
+        // Without clockIds the realtime clock moves, as in Chaos Mesh.
+        let m = round_trip(&cm("TimeChaos", "  mode: all\n  timeOffset: \"+10m\"\n"));
+        let (havoc_spec::FaultSpec::TimeChaos(t), _) = agent_fault(&m) else {
+            panic!()
+        };
+        assert_eq!(t.clock_mask(), 1);
+    }
+
+    #[test]
+    fn io_chaos_fields_map_for_every_action() {
+        use havoc_spec::io::{FileKind, Filling, IoAction, IoMethod};
+        let io = |spec: &str| -> havoc_spec::io::IOChaos {
+            let m = round_trip(&cm("IOChaos", spec));
+            check_selector(&m);
+            assert_eq!(m.kind(), "IOChaos");
+            match agent_fault(&m) {
+                (havoc_spec::FaultSpec::IOChaos(f), names) => {
+                    assert_eq!(names, ["app"]);
+                    f
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let f = io("  action: latency\n  mode: one\n  volumePath: /var/lib/app\n  path: /var/lib/app/**/*.db\n  methods: [READ, write]\n  percent: 50\n  delay: 100ms\n  containerNames: [app]\n  duration: 5m\n");
+        assert_eq!(f.action, IoAction::Latency);
+        assert_eq!(f.volume_path, "/var/lib/app");
+        assert!(f.glob().expect("glob").matches("x/y.db"));
+        assert!(!f.glob().expect("glob").matches("x/y.log"));
+        assert_eq!(f.methods, [IoMethod::Read, IoMethod::Write]);
+        assert_eq!(f.percent, 50);
+        assert_eq!(f.delay.unwrap().0, std::time::Duration::from_millis(100));
+        let f = io("  action: fault\n  mode: all\n  volumePath: /data\n  errno: 5\n  percent: 30\n  containerNames: [app]\n");
+        assert_eq!(f.errno.map(|e| e.0), Some(5));
+        assert_eq!(f.percent, 30);
+        assert!(f.methods.is_empty(), "every operation");
+        let f = io("  action: attrOverride\n  mode: all\n  volumePath: /data\n  attr: { perm: 420, size: 1024, kind: regularFile, uid: 0 }\n  containerNames: [app]\n");
+        let a = f.attr.expect("attr");
+        assert_eq!(
+            a.perm.map(|p| p.0),
+            Some(0o644),
+            "Chaos Mesh's decimal perm"
+        );
+        assert_eq!(
+            (a.size, a.kind, a.uid),
+            (Some(1024), Some(FileKind::RegularFile), Some(0))
+        );
+        let f = io("  action: mistake\n  mode: all\n  volumePath: /data\n  methods: [read]\n  mistake: { filling: random, maxOccurrences: 2, maxLength: 16 }\n  containerNames: [app]\n");
+        let mk = f.mistake.expect("mistake");
+        assert_eq!(
+            (mk.filling, mk.max_occurrences, mk.max_length),
+            (Filling::Random, 2, 16)
+        );
+    }
+
+    #[test]
+    fn io_and_time_chaos_refuse_what_would_change_meaning_with_positions() {
+        // Line 25 is the first line after the selector.
+        let text = refused(
+            "IOChaos",
+            "  action: latency\n  volumePath: /data\n  path: \"*.db\"\n  delay: 10ms\n  containerNames: [a, b]\n  remoteCluster: east\n",
+        );
+        for want in [
+            "cm.yaml:27:9: spec.path: a relative path matches no file in Chaos Mesh (it matches absolute paths): write it under volumePath, e.g. `/data/*.db`",
+            "spec.containerNames: containerNames takes at most one name",
+            "cm.yaml:30:3: spec.remoteCluster: unsupported Chaos Mesh field: multi-cluster",
+        ] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+        let text = refused(
+            "IOChaos",
+            "  action: fault\n  volumePath: /proc\n  errno: 5\n  delay: 1s\n",
+        );
+        assert!(
+            text.contains("cm.yaml:26:15: spec.volumePath: `/proc` cannot be faulted"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.delay: delay does not apply to action fault"),
+            "{text}"
+        );
+        let text = refused("TimeChaos", "  timeOfset: -5m\n");
+        assert!(
+            text.contains("cm.yaml:25:3: spec.timeOfset: unknown field `timeOfset`: did you mean `timeOffset`?"),
+            "{text}"
+        );
+        let text = refused(
+            "TimeChaos",
+            "  timeOffset: -5m\n  clockIds: [CLOCK_MONOTONC]\n",
+        );
+        assert!(text.contains("did you mean `CLOCK_MONOTONIC`"), "{text}");
+        let text = refused("TimeChaos", "  timeOffset: 0s\n");
+        assert!(text.contains("spec.timeOffset: must not be zero"), "{text}");
+        let text = refused("SyscallChaos", "  syscalls: [openat]\n  errno: EIO\n");
+        assert!(
+            text.contains("cm.yaml:2:7: kind: SyscallChaos is Havoc's own kind"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn syscall_chaos_is_a_havoc_manifest() {
+        let src = format!("apiVersion: havoc.dev/v1alpha1\nkind: SyscallChaos\nmetadata: {{name: s, namespace: shop}}\nspec:\n{SELECTOR}  mode: all\n  syscalls: [openat]\n  errno: EACCES\n  percent: \"30\"\n  path: /data/**\n  containerNames: [app]\n");
+        let m = validate_manifest(&src).unwrap_or_else(|e| panic!("{}", e.render("s.yaml")));
+        let (havoc_spec::FaultSpec::SyscallChaos(f), names) = agent_fault(&m) else {
+            panic!("{m:?}")
+        };
+        assert_eq!(f.errno.map(|e| e.0), Some(13));
+        assert_eq!(f.percent.0, 30.0);
+        assert_eq!(names, ["app"]);
+        let bad = src.replace("syscalls: [openat]", "syscalls: [opneat]");
+        let text = validate_manifest(&bad).unwrap_err().render("s.yaml");
+        assert!(
+            text.contains("spec.syscalls[0]: unknown system call `opneat`: did you mean `openat`?"),
+            "{text}"
+        );
+        assert!(crate::convert::is_kubernetes_manifest(&src));
+        // A host-mode SyscallChaos (process selector) is not a Kubernetes manifest.
+        assert!(!crate::convert::is_kubernetes_manifest(
+            "apiVersion: havoc.dev/v1alpha1\nkind: SyscallChaos\nspec:\n  selector: {pids: [1]}\n  syscalls: [openat]\n  errno: EIO\n"
+        ));
+    }
+
+    #[test]
+    fn objects_read_back_from_the_api_server_keep_numeric_errnos_and_perms() {
+        // The API server stores int-or-string fields as written: JSON numbers here.
+        let o: crate::IOChaos = serde_json::from_value(serde_json::json!({
+            "apiVersion": "havoc.dev/v1alpha1", "kind": "IOChaos",
+            "metadata": {"name": "x", "namespace": "shop"},
+            "spec": {"action": "fault", "selector": {}, "volumePath": "/data",
+                     "faults": [{"errno": 5, "weight": 2}, {"errno": "ENOSPC"}]}
+        }))
+        .expect("numeric errno");
+        assert_eq!(o.spec.faults[0].errno.0, 5);
+        assert_eq!(o.spec.faults[1].weight, 1);
+        let o: crate::IOChaosSpec = serde_json::from_value(serde_json::json!({
+            "action": "attrOverride", "selector": {}, "volumePath": "/data", "attr": {"perm": 420}
+        }))
+        .expect("numeric perm");
+        assert_eq!(o.attr.unwrap().perm.unwrap().0, 0o644);
+        let o: crate::SyscallChaosSpec = serde_json::from_value(serde_json::json!({
+            "selector": {}, "syscalls": ["connect"], "errno": 111
+        }))
+        .expect("numeric errno");
+        assert_eq!(o.errno.unwrap().to_string(), "ECONNREFUSED");
+        // And they serialize to what the CRD accepts (names for errnos).
+        let back = serde_json::to_value(&o).unwrap();
+        assert_eq!(back["errno"], "ECONNREFUSED");
+        assert_eq!(back["percent"], "100");
     }
 
     fn network(spec: &str) -> crate::NetworkChaos {
@@ -1067,10 +1357,10 @@ mod tests {
         );
         assert!(out.contains("kind: StressChaos"));
         let bad =
-            convert(&format!("{a}---\n{}", cm("IOChaos", "  action: latency\n"))).unwrap_err();
+            convert(&format!("{a}---\n{}", cm("HTTPChaos", "  action: abort\n"))).unwrap_err();
         assert!(
             bad.render("s.yaml")
-                .contains("s.yaml:28:7: kind: unsupported kind `IOChaos`"),
+                .contains("s.yaml:28:7: kind: unsupported kind `HTTPChaos`"),
             "{}",
             bad.render("s.yaml")
         );

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
-use havoc_k8s::{ChaosObject, NamespacePolicy, NetworkChaos, PodChaos, StressChaos};
+use havoc_k8s::{
+    ChaosObject, IOChaos, NamespacePolicy, NetworkChaos, PodChaos, StressChaos, SyscallChaos,
+    TimeChaos,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{watcher, Controller};
@@ -201,16 +204,20 @@ pub async fn run_controllers(ctx: Arc<controller::Context>, shutdown: ShutdownSi
             })
             .boxed()
     }
-    futures::future::join3(
+    futures::future::join_all([
         one::<PodChaos>(ctx.clone(), shutdown.clone()),
         one::<NetworkChaos>(ctx.clone(), shutdown.clone()),
-        one::<StressChaos>(ctx, shutdown),
-    )
+        one::<StressChaos>(ctx.clone(), shutdown.clone()),
+        one::<TimeChaos>(ctx.clone(), shutdown.clone()),
+        one::<SyscallChaos>(ctx.clone(), shutdown.clone()),
+        one::<IOChaos>(ctx, shutdown),
+    ])
     .await;
 }
 
 /// Kinds and actions that need the node agents (and so their mTLS files).
-pub const AGENT_KINDS: &str = "NetworkChaos, StressChaos and PodChaos container-kill";
+pub const AGENT_KINDS: &str =
+    "NetworkChaos, StressChaos, TimeChaos, SyscallChaos, IOChaos and PodChaos container-kill";
 
 /// `havoc operator`: serves metrics, waits for leadership (when enabled), then reconciles until
 /// SIGTERM/SIGINT (in-flight reconciles get [`SHUTDOWN_GRACE`]) or until leadership is lost (an

@@ -54,13 +54,13 @@ metadata:
   name: havoc-operator
 rules:
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos", "networkchaos", "stresschaos"]
+    resources: ["podchaos", "networkchaos", "stresschaos", "timechaos", "syscallchaos", "iochaos"]
     verbs: ["get", "list", "watch", "patch", "update"]
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos/status", "networkchaos/status", "stresschaos/status"]
+    resources: ["podchaos/status", "networkchaos/status", "stresschaos/status", "timechaos/status", "syscallchaos/status", "iochaos/status"]
     verbs: ["get", "patch", "update"]
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos/finalizers", "networkchaos/finalizers", "stresschaos/finalizers"]
+    resources: ["podchaos/finalizers", "networkchaos/finalizers", "stresschaos/finalizers", "timechaos/finalizers", "syscallchaos/finalizers", "iochaos/finalizers"]
     verbs: ["update"]
   - apiGroups: [""]
     resources: ["pods"]

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use havoc_api::v1::{target::Kind, InjectRequest, RecoverRequest, Target};
-use havoc_k8s::convert::{validate_manifest, Manifest};
-use havoc_k8s::{ChaosAction, ChaosObject};
+use havoc_k8s::convert::validate_manifest;
+use havoc_k8s::ChaosAction;
 use havoc_operator::agent::{container_kill_fault_json, fault_json, AgentLocator};
 use havoc_operator::{AgentPool, AgentTls, GrpcAgentPool};
 
@@ -55,12 +55,7 @@ fn proc_state(pid: i32) -> char {
 /// The agent's fault for a Kubernetes manifest, exactly as the controller encodes it.
 fn agent_fault_of(manifest: &str) -> String {
     let m = validate_manifest(manifest).unwrap_or_else(|e| panic!("{}", e.render("manifest")));
-    let action = match &m {
-        Manifest::PodChaos(o) => o.action(),
-        Manifest::NetworkChaos(o) => o.action(),
-        Manifest::StressChaos(o) => o.action(),
-    };
-    match action {
+    match m.action() {
         ChaosAction::Agent { fault, .. } => fault_json(&fault).expect("encode"),
         ChaosAction::ContainerKill { .. } => container_kill_fault_json(),
         other => panic!("not an agent action: {other:?}"),

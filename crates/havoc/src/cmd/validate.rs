@@ -117,5 +117,8 @@ fn describe(m: &havoc_k8s::convert::Manifest) -> String {
         Manifest::PodChaos(o) => one("PodChaos", o),
         Manifest::NetworkChaos(o) => one("NetworkChaos", o),
         Manifest::StressChaos(o) => one("StressChaos", o),
+        Manifest::TimeChaos(o) => one("TimeChaos", o),
+        Manifest::SyscallChaos(o) => one("SyscallChaos", o),
+        Manifest::IOChaos(o) => one("IOChaos", o),
     }
 }
