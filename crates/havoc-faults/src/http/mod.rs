@@ -1,0 +1,332 @@
+//! `HTTPChaos`: abort, delay, replace or patch HTTP requests to a server, or its responses, by
+//! transparent interception in the server's network namespace.
+//!
+//! Injecting starts an interceptor ([`proxy`]) on a thread whose tokio runtime lives in the
+//! target's network namespace, listening on an ephemeral port there, then adds an nftables table
+//! with `flags owner` ([`havoc_sys::nft::OwnedTable`]) that redirects TCP to the server's `port`
+//! (from other namespaces at prerouting, from local clients at output) to the interceptor,
+//! except connections carrying [`MARK`]: the interceptor's own connections to the server.
+//!
+//! Fail-open: the table belongs to an `nft -i` session whose stdin is a pipe from this process.
+//! When Havoc dies (even by SIGKILL) the pipe closes, `nft` exits and the kernel deletes the
+//! table at once, so new connections reach the server directly; no redirect is ever left pointing
+//! at a port nobody listens on. Connections open through the interceptor at that moment end.
+//! The `nft` helper is also journaled ([`UndoAction::KillHelper`]) for the watchdog.
+//!
+//! Limits: IPv4 only (IPv6 connections pass unfaulted); two HTTPChaos on the same namespace and
+//! port do not stack (the first redirect wins); `tls` is not implemented yet in host mode and
+//! is refused when checking the target.
+
+pub mod proxy;
+pub mod rules;
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use havoc_sys::nft::OwnedTable;
+
+use crate::{Context, Effect, Fault, FaultError, Injection, Target, UndoAction};
+
+/// The socket mark of the interceptors' own connections to servers; redirect rules skip it.
+/// One value for every HTTPChaos, so interceptors never redirect each other's traffic in a loop.
+pub const MARK: u32 = 0x4856_0001;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+pub struct HttpFault {
+    spec: havoc_spec::http::HTTPChaos,
+}
+
+impl HttpFault {
+    pub fn new(spec: havoc_spec::http::HTTPChaos) -> Self {
+        HttpFault { spec }
+    }
+
+    fn netns_of(&self, target: &Target) -> Result<PathBuf, FaultError> {
+        match target {
+            Target::Netns { path, .. } => {
+                if !path.exists() {
+                    return Err(FaultError::TargetGone {
+                        target: target.label(),
+                    });
+                }
+                Ok(path.clone())
+            }
+            Target::Process { .. } => {
+                let (pid, _) = target.live_process("HTTPChaos")?;
+                Ok(crate::procinfo::netns_path(pid))
+            }
+        }
+    }
+}
+
+impl Fault for HttpFault {
+    fn check(&self, target: &Target) -> Result<(), FaultError> {
+        self.netns_of(target)?;
+        if self.spec.tls.is_some() {
+            return Err(FaultError::Refused {
+                target: target.label(),
+                reason: "HTTPChaos with tls is not implemented yet in host mode: remove tls to fault plain HTTP (h2c or HTTP/1.1)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn undo_plan(&self, _target: &Target) -> Vec<UndoAction> {
+        // The redirect is kernel-owned (an owner table); the nft helper is journaled once known.
+        Vec::new()
+    }
+
+    fn inject(&self, target: &Target, ctx: &Context) -> Result<Box<dyn Injection>, FaultError> {
+        self.check(target)?;
+        let netns = self.netns_of(target)?;
+        let label = target.label();
+        let shared = Arc::new(proxy::Shared {
+            rule: rules::Rule::new(self.spec.clone(), ctx.seed),
+            stats: proxy::Stats::default(),
+            mark: MARK,
+        });
+        let interceptor = Interceptor::start(&netns, shared.clone()).map_err(|e| FaultError::Io {
+            action: "start the HTTP interceptor in".into(),
+            target: label.clone(),
+            source: e,
+        })?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let name = format!("havoc_http_{}_{id}", std::process::id());
+        let port = self.spec.port;
+        let to = interceptor.port;
+        let commands = vec![
+            format!("add chain ip {name} pre {{ type nat hook prerouting priority dstnat; policy accept; }}"),
+            format!("add rule ip {name} pre tcp dport {port} meta mark != {MARK:#x} redirect to :{to}"),
+            format!("add chain ip {name} out {{ type nat hook output priority -100; policy accept; }}"),
+            format!("add rule ip {name} out tcp dport {port} fib daddr type local meta mark != {MARK:#x} redirect to :{to}"),
+        ];
+        let table = OwnedTable::create(&netns, "ip", &name, &commands).map_err(|e| {
+            FaultError::Other(format!("failed to add the HTTP redirect in {label}: {e}"))
+        })?;
+        let helper = crate::procinfo::ProcInfo::read(table.pid() as i32).map(|p| UndoAction::KillHelper {
+            pid: p.pid,
+            start_time: p.start_time,
+        });
+        Ok(Box::new(HttpInjection {
+            requested: self.spec.summary(),
+            target: label,
+            table: Some(table),
+            interceptor: Some(interceptor),
+            shared,
+            since: Instant::now(),
+            until: None,
+            helper,
+        }))
+    }
+
+    fn requested(&self) -> String {
+        self.spec.summary()
+    }
+}
+
+/// The interceptor's thread and runtime, inside the target's namespace.
+struct Interceptor {
+    port: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Interceptor {
+    fn start(netns: &std::path::Path, shared: Arc<proxy::Shared>) -> std::io::Result<Self> {
+        let ns = Arc::new(std::fs::File::open(netns)?);
+        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<u16>>();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("havoc-http".into())
+            .spawn(move || {
+                let enter = {
+                    let ns = ns.clone();
+                    move || -> std::io::Result<()> {
+                        rustix::thread::move_into_link_name_space(
+                            ns.as_fd(),
+                            Some(rustix::thread::LinkNameSpaceType::Network),
+                        )
+                        .map_err(std::io::Error::from)
+                    }
+                };
+                let setup = || -> std::io::Result<(tokio::runtime::Runtime, std::net::TcpListener)> {
+                    enter()?;
+                    let listener = std::net::TcpListener::bind("0.0.0.0:0")?;
+                    listener.set_nonblocking(true)?;
+                    let on_start = enter.clone();
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("havoc-http-worker")
+                        .on_thread_start(move || {
+                            // Every worker lives in the namespace: upstream sockets are made there.
+                            if let Err(e) = on_start() {
+                                tracing::error!(error = %e, "HTTP interceptor worker could not enter the namespace");
+                            }
+                        })
+                        .enable_all()
+                        .build()?;
+                    Ok((rt, listener))
+                };
+                let (rt, listener) = match setup() {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                let listener = {
+                    let _g = rt.enter();
+                    tokio::net::TcpListener::from_std(listener)
+                };
+                let listener = match listener {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(port));
+                rt.block_on(proxy::serve(listener, shared, stop_rx));
+                rt.shutdown_timeout(proxy::STOP_GRACE);
+            })?;
+        let port = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the interceptor thread ended before listening"))??;
+        Ok(Interceptor {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Interceptor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct HttpInjection {
+    requested: String,
+    target: String,
+    table: Option<OwnedTable>,
+    interceptor: Option<Interceptor>,
+    shared: Arc<proxy::Shared>,
+    since: Instant,
+    until: Option<Instant>,
+    helper: Option<UndoAction>,
+}
+
+impl Injection for HttpInjection {
+    fn late_undo(&self) -> Vec<UndoAction> {
+        self.helper.iter().cloned().collect()
+    }
+
+    fn in_effect_since(&self) -> Option<Instant> {
+        Some(self.since)
+    }
+
+    fn in_effect_until(&self) -> Option<Instant> {
+        self.until
+    }
+
+    fn tick(&mut self) -> Result<(), FaultError> {
+        // The redirect lives only as long as its nft session: if that died, the fault is off.
+        if self.until.is_none() {
+            if let Some(t) = self.table.as_mut() {
+                if t.list().is_err() {
+                    self.until = Some(Instant::now());
+                    return Err(FaultError::Other(format!(
+                        "the HTTP redirect in {} is gone (its nft session ended)",
+                        self.target
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn effect(&self) -> Effect {
+        let s = &self.shared.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (seen, matched, hit) = (g(&s.seen), g(&s.matched), g(&s.hit));
+        let (aborted, delayed) = (g(&s.aborted), g(&s.delayed));
+        let delay_mean_ms = if delayed > 0 {
+            g(&s.delay_ns) as f64 / delayed as f64 / 1e6
+        } else {
+            0.0
+        };
+        let mut samples = s.overhead_ns.lock().expect("stats lock").clone();
+        let mean_us = if samples.is_empty() {
+            0.0
+        } else {
+            samples.iter().sum::<u64>() as f64 / samples.len() as f64 / 1e3
+        };
+        let p50_us = proxy::percentile(&mut samples, 50.0).unwrap_or(0) as f64 / 1e3;
+        let share = if matched > 0 {
+            100.0 * hit as f64 / matched as f64
+        } else {
+            0.0
+        };
+        let summary = format!(
+            "{}: {seen} request(s) seen, {matched} matching, {hit} hit ({share:.2}% of matching, {}% requested): {aborted} aborted, {delayed} delayed (mean {delay_mean_ms:.1} ms), {} replaced, {} patched; interceptor's own time for unfaulted exchanges: mean {mean_us:.0} µs, p50 {p50_us:.0} µs; {} upstream error(s)",
+            self.requested,
+            self.shared.rule.spec.percent,
+            g(&s.replaced),
+            g(&s.patched),
+            g(&s.upstream_errors),
+        );
+        Effect {
+            summary,
+            ..Default::default()
+        }
+        .metric("http_connections", g(&s.connections) as f64)
+        .metric("http_requests_seen", seen as f64)
+        .metric("http_requests_matched", matched as f64)
+        .metric("http_requests_hit", hit as f64)
+        .metric("http_aborted", aborted as f64)
+        .metric("http_delayed", delayed as f64)
+        .metric("http_delay_mean_ms", delay_mean_ms)
+        .metric("http_replaced", g(&s.replaced) as f64)
+        .metric("http_patched", g(&s.patched) as f64)
+        .metric("http_upstream_errors", g(&s.upstream_errors) as f64)
+        .metric("http_proxy_overhead_mean_us", mean_us)
+        .metric("http_proxy_overhead_p50_us", p50_us)
+    }
+
+    fn recover(&mut self) -> Result<(), FaultError> {
+        // The redirect first: new connections go straight to the server from here on.
+        if let Some(t) = self.table.take() {
+            let r = t.close();
+            self.until.get_or_insert_with(Instant::now);
+            r.map_err(|e| {
+                FaultError::Other(format!(
+                    "failed to remove the HTTP redirect in {}: {e}",
+                    self.target
+                ))
+            })?;
+        }
+        if let Some(mut i) = self.interceptor.take() {
+            i.stop();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HttpInjection {
+    fn drop(&mut self) {
+        let _ = self.recover();
+    }
+}

@@ -1,0 +1,314 @@
+//! The interceptor: an HTTP proxy that runs inside the target's network namespace, receives the
+//! connections a `redirect` rule sends it, and forwards each to the address the client meant
+//! (`SO_ORIGINAL_DST`) on a connection marked so the redirect rule lets it through.
+//!
+//! One upstream connection per client connection, of the same HTTP version (HTTP/1.1 with
+//! keep-alive, or h2c when the client spoke HTTP/2 with prior knowledge): the server sees the
+//! same connection pattern as without Havoc. Requests that no rule hits are forwarded with their
+//! bodies streamed; a body is buffered only when a rule rewrites it.
+
+use std::net::SocketAddrV4;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::rules::{set_length, Rule};
+use havoc_spec::http::HttpTarget;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Counters of one interceptor, read by the injection's `effect`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub seen: AtomicU64,
+    pub matched: AtomicU64,
+    pub hit: AtomicU64,
+    pub aborted: AtomicU64,
+    pub delayed: AtomicU64,
+    pub delay_ns: AtomicU64,
+    pub replaced: AtomicU64,
+    pub patched: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    /// The interceptor's own time for exchanges no rule hit (total minus the server's time), in
+    /// nanoseconds: the most recent [`MAX_SAMPLES`].
+    pub overhead_ns: Mutex<Vec<u64>>,
+}
+
+const MAX_SAMPLES: usize = 100_000;
+
+impl Stats {
+    fn sample(&self, ns: u64) {
+        let mut v = self.overhead_ns.lock().expect("stats lock");
+        if v.len() >= MAX_SAMPLES {
+            let i = (self.seen.load(Ordering::Relaxed) as usize) % MAX_SAMPLES;
+            v[i] = ns;
+        } else {
+            v.push(ns);
+        }
+    }
+}
+
+/// Why an exchange ended without a response.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("aborted by HTTPChaos")]
+    Aborted,
+    #[error("failed to reach the server at {dst}")]
+    Upstream {
+        dst: SocketAddrV4,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("failed to read a body")]
+    Body(#[source] hyper::Error),
+}
+
+enum Upstream {
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+struct Conn {
+    dst: SocketAddrV4,
+    mark: u32,
+    upstream: tokio::sync::Mutex<Option<Upstream>>,
+}
+
+impl Conn {
+    async fn connect(&self, h2: bool) -> Result<Upstream, ProxyError> {
+        let up = |e: Box<dyn std::error::Error + Send + Sync>| ProxyError::Upstream {
+            dst: self.dst,
+            source: e,
+        };
+        let sock = tokio::net::TcpSocket::new_v4().map_err(|e| up(e.into()))?;
+        havoc_sys::nft::set_mark(sock.as_fd(), self.mark).map_err(|e| up(e.into()))?;
+        let stream = sock
+            .connect(self.dst.into())
+            .await
+            .map_err(|e| up(e.into()))?;
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| up(e.into()))?;
+            tokio::spawn(conn);
+            Ok(Upstream::H2(send))
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| up(e.into()))?;
+            tokio::spawn(conn);
+            Ok(Upstream::H1(send))
+        }
+    }
+
+    /// Sends `req` to the server on this connection's upstream, (re)connecting when needed.
+    async fn forward(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        let h2 = req.version() == Version::HTTP_2;
+        let up = |e: hyper::Error| ProxyError::Upstream {
+            dst: self.dst,
+            source: e.into(),
+        };
+        let mut guard = self.upstream.lock().await;
+        let usable = match guard.as_mut() {
+            Some(Upstream::H1(s)) => !h2 && s.ready().await.is_ok(),
+            Some(Upstream::H2(s)) => h2 && s.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            *guard = Some(self.connect(h2).await?);
+        }
+        match guard.as_mut().expect("connected above") {
+            Upstream::H1(s) => {
+                s.ready().await.map_err(up)?;
+                // HTTP/1.1 is one exchange at a time: hold the connection until the head is in.
+                s.send_request(req).await.map_err(up)
+            }
+            Upstream::H2(s) => {
+                let mut s = s.clone();
+                drop(guard);
+                s.ready().await.map_err(up)?;
+                s.send_request(req).await.map_err(up)
+            }
+        }
+    }
+}
+
+/// Shared by every connection of one interceptor.
+pub struct Shared {
+    pub rule: Rule,
+    pub stats: Stats,
+    pub mark: u32,
+}
+
+/// Accepts until `stop` fires; each connection is served on its own task.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let own_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        let Ok(dst) = havoc_sys::nft::original_dst(stream.as_fd()) else {
+            continue; // not a redirected connection
+        };
+        if dst.port() == own_port && dst.ip().is_loopback() {
+            continue; // someone connected to the interceptor itself
+        }
+        let _ = stream.set_nodelay(true);
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            dst,
+            mark: shared.mark,
+            upstream: tokio::sync::Mutex::new(None),
+        });
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let conn = conn.clone();
+                let shared = shared.clone();
+                async move { exchange(&shared, &conn, req).await }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+async fn exchange(
+    shared: &Shared,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let start = Instant::now();
+    let rule = &shared.rule;
+    let stats = &shared.stats;
+    stats.seen.fetch_add(1, Ordering::Relaxed);
+    let req_matches = rule.matches_request(req.method(), req.uri(), req.headers());
+    let request_hit = rule.target() == HttpTarget::Request && req_matches && {
+        stats.matched.fetch_add(1, Ordering::Relaxed);
+        rule.draw()
+    };
+    let req = if request_hit {
+        stats.hit.fetch_add(1, Ordering::Relaxed);
+        if rule.abort() {
+            stats.aborted.fetch_add(1, Ordering::Relaxed);
+            return Err(ProxyError::Aborted);
+        }
+        hold(rule, stats).await;
+        let (mut parts, body) = req.into_parts();
+        rule.rewrite_request(&mut parts.method, &mut parts.uri, &mut parts.headers);
+        count_rewrite(rule, stats);
+        let body = if rule.touches_body() {
+            let bytes = body.collect().await.map_err(ProxyError::Body)?.to_bytes();
+            match rule.rewrite_body(&bytes) {
+                Some(b) => {
+                    set_length(&mut parts.headers, b.len());
+                    full(b)
+                }
+                None => full(bytes),
+            }
+        } else {
+            body.boxed()
+        };
+        Request::from_parts(parts, body)
+    } else {
+        req.map(|b| b.boxed())
+    };
+    let up_start = Instant::now();
+    let resp = conn.forward(req).await.inspect_err(|_| {
+        stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    })?;
+    let up_time = up_start.elapsed();
+    let response_hit = rule.target() == HttpTarget::Response
+        && req_matches
+        && rule.matches_response(resp.status(), resp.headers())
+        && {
+            stats.matched.fetch_add(1, Ordering::Relaxed);
+            rule.draw()
+        };
+    if !response_hit {
+        if !request_hit {
+            let own = start.elapsed().saturating_sub(up_time);
+            stats.sample(own.as_nanos() as u64);
+        }
+        return Ok(resp.map(|b| b.boxed()));
+    }
+    stats.hit.fetch_add(1, Ordering::Relaxed);
+    if rule.abort() {
+        stats.aborted.fetch_add(1, Ordering::Relaxed);
+        return Err(ProxyError::Aborted);
+    }
+    hold(rule, stats).await;
+    let (mut parts, body) = resp.into_parts();
+    rule.rewrite_response(&mut parts.status, &mut parts.headers);
+    count_rewrite(rule, stats);
+    let body = if rule.touches_body() {
+        let bytes = body.collect().await.map_err(ProxyError::Body)?.to_bytes();
+        match rule.rewrite_body(&bytes) {
+            Some(b) => {
+                set_length(&mut parts.headers, b.len());
+                full(b)
+            }
+            None => full(bytes),
+        }
+    } else {
+        body.boxed()
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+async fn hold(rule: &Rule, stats: &Stats) {
+    if let Some(d) = rule.delay() {
+        let t = Instant::now();
+        tokio::time::sleep(d).await;
+        stats.delayed.fetch_add(1, Ordering::Relaxed);
+        stats
+            .delay_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+fn count_rewrite(rule: &Rule, stats: &Stats) {
+    if rule.replaces() {
+        stats.replaced.fetch_add(1, Ordering::Relaxed);
+    }
+    if rule.patches() {
+        stats.patched.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The p-th percentile (0..=100) of `v` (sorted in place), in nanoseconds.
+pub fn percentile(v: &mut [u64], p: f64) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    Some(v[i.min(v.len() - 1)])
+}
+
+/// How long the interceptor waits for open exchanges when it stops.
+pub const STOP_GRACE: Duration = Duration::from_millis(300);
