@@ -48,6 +48,34 @@ pub const MARKER: &str = "havoc-created";
 const TABLE: &str = "mangle";
 const HOOK_CHAIN: &str = "PREROUTING";
 
+/// The mangle base chain a tagged chain is jumped to from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Hook {
+    /// Packets arriving (the delay engine: the receive path).
+    #[default]
+    Prerouting,
+    /// Packets the namespace's own processes send (DNS interception: a query is held or
+    /// answered before it leaves).
+    Output,
+}
+
+impl Hook {
+    fn chain(self) -> &'static str {
+        match self {
+            Hook::Prerouting => HOOK_CHAIN,
+            Hook::Output => "OUTPUT",
+        }
+    }
+
+    /// The nft base chain `iptables-nft` itself would create for it.
+    fn nft_spec(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "type filter hook prerouting priority -150",
+            Hook::Output => "type route hook output priority -150",
+        }
+    }
+}
+
 /// Errors of the iptables layer.
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
@@ -204,6 +232,7 @@ fn table_exists(netns: &NetNs, family: Family) -> Result<bool, IptablesError> {
 #[derive(Debug, Clone)]
 pub(crate) struct Installed {
     pub family: Family,
+    pub hook: Hook,
 }
 
 fn lock() -> Result<EditLock, IptablesError> {
@@ -212,7 +241,7 @@ fn lock() -> Result<EditLock, IptablesError> {
 
 /// Creates the mangle table and its PREROUTING base chain, each with the [`MARKER`] comment,
 /// where they are missing. Without `nft`, iptables creates them unmarked (and they then stay).
-fn ensure_marked_hook(netns: &NetNs, family: Family) -> Result<(), IptablesError> {
+fn ensure_marked_hook(netns: &NetNs, family: Family, hook: Hook) -> Result<(), IptablesError> {
     let fam = family.nft_family();
     let listing = nft_table(netns, family);
     if listing.is_none() {
@@ -224,17 +253,18 @@ fn ensure_marked_hook(netns: &NetNs, family: Family) -> Result<(), IptablesError
     }
     let has_hook = listing
         .as_ref()
-        .is_some_and(|t| t.chains.iter().any(|c| c.name == HOOK_CHAIN));
+        .is_some_and(|t| t.chains.iter().any(|c| c.name == hook.chain()));
     if !has_hook {
         let body = format!(
-            "{{ type filter hook prerouting priority -150; policy accept; comment \"{MARKER}\"; }}"
+            "{{ {}; policy accept; comment \"{MARKER}\"; }}",
+            hook.nft_spec()
         );
         if let Err(e) = cmd::run(
             netns,
             "nft",
-            &["create", "chain", fam, TABLE, HOOK_CHAIN, &body],
+            &["create", "chain", fam, TABLE, hook.chain(), &body],
         ) {
-            tracing::warn!(error = %e, %family, "could not create a marked PREROUTING chain");
+            tracing::warn!(error = %e, %family, chain = hook.chain(), "could not create a marked base chain");
         }
     }
     Ok(())
@@ -248,6 +278,17 @@ pub(crate) fn install(
     tag: &str,
     rules: &[Vec<String>],
 ) -> Result<Installed, IptablesError> {
+    install_at(netns, family, tag, Hook::Prerouting, rules)
+}
+
+/// [`install`] with the jump in the base chain of `hook`.
+pub(crate) fn install_at(
+    netns: &NetNs,
+    family: Family,
+    tag: &str,
+    hook: Hook,
+    rules: &[Vec<String>],
+) -> Result<Installed, IptablesError> {
     let chain = chain_name(tag);
     let _lock = lock()?;
     if table_exists(netns, family)? {
@@ -259,7 +300,7 @@ pub(crate) fn install(
             });
         }
     }
-    ensure_marked_hook(netns, family)?;
+    ensure_marked_hook(netns, family, hook)?;
     let result = (|| {
         ipt(netns, family, &["-t", TABLE, "-N", &chain])?;
         let comment = comment(tag);
@@ -276,7 +317,7 @@ pub(crate) fn install(
                 "-t",
                 TABLE,
                 "-A",
-                HOOK_CHAIN,
+                hook.chain(),
                 "-m",
                 "comment",
                 "--comment",
@@ -288,7 +329,7 @@ pub(crate) fn install(
         Ok(())
     })();
     match result {
-        Ok(()) => Ok(Installed { family }),
+        Ok(()) => Ok(Installed { family, hook }),
         Err(e) => {
             let undo = remove_jumps(netns, family, tag)
                 .and_then(|()| remove_chain(netns, family, tag))
@@ -326,7 +367,7 @@ pub(crate) fn uninstall(
             "-t",
             TABLE,
             "-D",
-            HOOK_CHAIN,
+            inst.hook.chain(),
             "-m",
             "comment",
             "--comment",

@@ -3,6 +3,8 @@
 //! - [`delay`]: a userspace delay engine on NFQUEUE (delay, jitter, correlation, reordering with
 //!   netem's semantics), for kernels without netem (like the one CI runs on).
 //! - [`bandwidth`]: TBF rate limits on a device's egress, or on its ingress through an IFB.
+//! - [`intercept`]: packets a namespace sends, shown to a handler that passes, holds or answers
+//!   them (DNS chaos).
 //! - [`probe`]: whether netem exists, so the caller can report which delay backend ran.
 //!
 //! Every fault returns a guard that undoes it on `stop()`/`recover()` or drop, and every object
@@ -22,6 +24,7 @@ pub(crate) fn shaping_owner_name(netns: &havoc_sys::netns::NetNs) -> Option<Stri
 pub mod bandwidth;
 pub mod cmd;
 pub mod delay;
+pub mod intercept;
 pub mod iptables;
 pub mod lock;
 mod model;

@@ -40,6 +40,9 @@ const NFQA_CFG_FLAGS: u16 = 5;
 const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQNL_CFG_CMD_UNBIND: u8 = 2;
 const NFQNL_COPY_META: u8 = 1;
+const NFQNL_COPY_PACKET: u8 = 2;
+const NFQA_PAYLOAD: u16 = 10;
+const NFQA_CAP_LEN: u16 = 13;
 
 const NFQA_CFG_F_FAIL_OPEN: u32 = 1 << 0;
 const NFQA_CFG_F_GSO: u32 = 1 << 2;
@@ -138,6 +141,19 @@ impl QueueSocket {
         maxlen: u32,
         fail_open: bool,
     ) -> Result<(), NfqError> {
+        self.bind_queue_with(queue, maxlen, fail_open, None)
+    }
+
+    /// Like [`bind_queue`](Self::bind_queue), but with `copy` = `Some(range)` the kernel copies
+    /// up to `range` bytes of each packet (from its network header) to us, for
+    /// [`recv_packets`](Self::recv_packets).
+    pub(crate) fn bind_queue_with(
+        &mut self,
+        queue: u16,
+        maxlen: u32,
+        fail_open: bool,
+        copy: Option<u32>,
+    ) -> Result<(), NfqError> {
         self.queue = queue;
         let mut flags = NFQA_CFG_F_GSO;
         if fail_open {
@@ -154,8 +170,12 @@ impl QueueSocket {
         );
         put_attr(&mut msg, NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0]);
         let mut params = [0u8; 5];
-        params[..4].copy_from_slice(&0xffffu32.to_be_bytes());
-        params[4] = NFQNL_COPY_META;
+        params[..4].copy_from_slice(&copy.unwrap_or(0xffff).to_be_bytes());
+        params[4] = if copy.is_some() {
+            NFQNL_COPY_PACKET
+        } else {
+            NFQNL_COPY_META
+        };
         put_attr(&mut msg, NFQA_CFG_PARAMS, &params);
         put_attr(&mut msg, NFQA_CFG_QUEUE_MAXLEN, &maxlen.to_be_bytes());
         put_attr(
@@ -258,6 +278,23 @@ impl QueueSocket {
         match recv(&self.fd, &mut self.rx[..], RecvFlags::empty()) {
             Ok((n, _)) => {
                 for_each_msg(&self.rx[..n], |_, ev| f(ev));
+                Ok(true)
+            }
+            Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives one datagram without blocking and calls `f(id, payload, whole)` for each queued
+    /// packet in it (`payload` is empty without a copying bind; `whole` is false when the kernel
+    /// cut the copy short). `Ok(false)` means nothing was waiting.
+    pub(crate) fn recv_packets(
+        &mut self,
+        mut f: impl FnMut(u32, &[u8], bool),
+    ) -> Result<bool, Errno> {
+        match recv(&self.fd, &mut self.rx[..], RecvFlags::empty()) {
+            Ok((n, _)) => {
+                for_each_packet(&self.rx[..n.min(self.rx.len())], &mut f);
                 Ok(true)
             }
             Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => Ok(false),
@@ -385,6 +422,51 @@ fn for_each_msg(mut buf: &[u8], mut f: impl FnMut(u32, Event)) {
     }
 }
 
+/// Walks the queued packets of one datagram: `f(id, payload, whole)`.
+fn for_each_packet(mut buf: &[u8], f: &mut impl FnMut(u32, &[u8], bool)) {
+    while buf.len() >= NLMSG_HDRLEN {
+        let (Some(len), Some(kind)) = (u32_at(buf, 0), u16_at(buf, 4)) else {
+            return;
+        };
+        let len = len as usize;
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return;
+        }
+        if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+            let body = &buf[NLMSG_HDRLEN..len];
+            if let Some(id) = packet_id(body) {
+                let (payload, whole) = packet_payload(body);
+                f(id, payload, whole);
+            }
+        }
+        let next = align4(len).min(buf.len());
+        buf = &buf[next..];
+    }
+}
+
+/// The `NFQA_PAYLOAD` of a packet message and whether it is whole (no `NFQA_CAP_LEN`).
+fn packet_payload(body: &[u8]) -> (&[u8], bool) {
+    let mut payload: &[u8] = &[];
+    let mut whole = true;
+    let mut attrs = body.get(NFGENMSG_LEN..).unwrap_or(&[]);
+    while attrs.len() >= 4 {
+        let (Some(len), Some(kind)) = (u16_at(attrs, 0), u16_at(attrs, 2)) else {
+            break;
+        };
+        let len = len as usize;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        match kind & 0x3fff {
+            NFQA_PAYLOAD => payload = &attrs[4..len],
+            NFQA_CAP_LEN => whole = false,
+            _ => {}
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    (payload, whole)
+}
+
 fn packet_id(body: &[u8]) -> Option<u32> {
     let mut attrs = body.get(NFGENMSG_LEN..)?;
     while attrs.len() >= 4 {
@@ -437,6 +519,26 @@ mod tests {
         let mut seen = Vec::new();
         for_each_msg(&buf, |seq, ev| seen.push((seq, ev)));
         assert_eq!(seen, vec![(0, Event::Packet(256)), (9, Event::Ack(16))]);
+    }
+
+    #[test]
+    fn parses_packet_payloads() {
+        let mut buf = Vec::new();
+        let start = begin_msg(&mut buf, NFQNL_MSG_PACKET, 0, 0, 0);
+        put_attr(&mut buf, NFQA_PACKET_HDR, &[0, 0, 0, 5, 8, 0, 0]);
+        put_attr(&mut buf, NFQA_PAYLOAD, &[0x45, 1, 2]);
+        end_msg(&mut buf, start);
+        let start = begin_msg(&mut buf, NFQNL_MSG_PACKET, 0, 0, 0);
+        put_attr(&mut buf, NFQA_PACKET_HDR, &[0, 0, 0, 6, 8, 0, 0]);
+        put_attr(&mut buf, NFQA_PAYLOAD, &[0x45]);
+        put_attr(&mut buf, NFQA_CAP_LEN, &[0, 0, 5, 0]);
+        end_msg(&mut buf, start);
+        let mut seen = Vec::new();
+        for_each_packet(&buf, &mut |id, p: &[u8], whole| seen.push((id, p.to_vec(), whole)));
+        assert_eq!(
+            seen,
+            vec![(5, vec![0x45, 1, 2], true), (6, vec![0x45], false)]
+        );
     }
 
     #[test]
