@@ -1,0 +1,277 @@
+//! Shared by the DNSChaos tests and benchmark: a client namespace and a server namespace joined
+//! by a veth, dnsmasq answering in the server namespace, and a UDP DNS client whose socket lives
+//! in the client namespace. Everything is removed in `Drop`.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use havoc_sys::netns::NetNs;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// Names dnsmasq answers, with their addresses.
+pub const RECORDS: &[(&str, Ipv4Addr)] = &[
+    ("good.test", Ipv4Addr::new(10, 9, 9, 1)),
+    ("bad.test", Ipv4Addr::new(10, 9, 9, 2)),
+    ("slow.test", Ipv4Addr::new(10, 9, 9, 3)),
+    ("fast.test", Ipv4Addr::new(10, 9, 9, 4)),
+];
+
+/// Why this environment cannot run the test, if it cannot.
+pub fn cannot_run() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    if !std::path::Path::new(DNSMASQ).exists() {
+        return Some(format!("{DNSMASQ} is not installed"));
+    }
+    None
+}
+
+/// Returns true (after printing why) when the test must be skipped; fails in CI instead.
+pub fn skip(test: &str) -> bool {
+    match cannot_run() {
+        None => false,
+        Some(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test} cannot run in CI: {why}"
+            );
+            eprintln!("SKIPPED {test}: {why}");
+            true
+        }
+    }
+}
+
+pub fn sh(argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Client namespace (`10.213.<n>.1`) and server namespace (`.2`, dnsmasq on port 53).
+pub struct DnsLab {
+    pub client: String,
+    pub server: String,
+    pub server_addr: Ipv4Addr,
+    pid_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DnsLab {
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let sub = (std::process::id() % 200 + n * 7) % 250 + 1;
+        let base = format!("hvdns{}-{n}", std::process::id());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lab = DnsLab {
+            client: format!("{base}c"),
+            server: format!("{base}s"),
+            server_addr: Ipv4Addr::new(10, 213, sub as u8, 2),
+            pid_file: dir.path().join("dnsmasq.pid"),
+            _dir: dir,
+        };
+        sh(&["ip", "netns", "add", &lab.client]);
+        sh(&["ip", "netns", "add", &lab.server]);
+        let (vc, vs) = (format!("hvd{n}c{}", std::process::id() % 10000), format!("hvd{n}s{}", std::process::id() % 10000));
+        sh(&[
+            "ip", "link", "add", &vc, "netns", &lab.client, "type", "veth", "peer", "name", &vs,
+            "netns", &lab.server,
+        ]);
+        for (ns, dev, host) in [(&lab.client, &vc, 1), (&lab.server, &vs, 2)] {
+            let addr = format!("10.213.{sub}.{host}/24");
+            sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        let mut argv: Vec<String> = [
+            "ip",
+            "netns",
+            "exec",
+            &lab.server,
+            DNSMASQ,
+            "--no-resolv",
+            "--no-hosts",
+            "--keep-in-foreground",
+            "--bind-interfaces",
+            "--cache-size=0",
+            "--port=53",
+            "--user=root",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.push(format!("--listen-address={}", lab.server_addr));
+        argv.push(format!("--pid-file={}", lab.pid_file.display()));
+        for (name, ip) in RECORDS {
+            argv.push(format!("--address=/{name}/{ip}"));
+        }
+        // Anything else: a known answer too, so "unchanged" can be compared for any name.
+        argv.push("--address=/#/10.9.9.99".into());
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        // Ready when it answers.
+        let mut client = lab.client_socket();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if client.query("good.test", RecordType::A, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "dnsmasq did not answer within 10 s");
+        }
+        lab
+    }
+
+    pub fn client_netns(&self) -> NetNs {
+        NetNs::from_path(format!("/run/netns/{}", self.client))
+    }
+
+    /// A UDP socket created inside the client namespace, connected to dnsmasq.
+    pub fn client_socket(&self) -> DnsClient {
+        let server = SocketAddr::from((self.server_addr, 53));
+        let sock = self
+            .client_netns()
+            .run(move || {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.connect(server)?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .expect("enter client netns")
+            .expect("client socket");
+        DnsClient { sock, next_id: 1 }
+    }
+
+    /// Names of iptables chains in the client namespace that belong to Havoc.
+    pub fn havoc_chains(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "iptables-save"])
+            .output()
+            .expect("iptables-save");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(":HAVOC-") || l.contains("NFQUEUE"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for DnsLab {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        for n in [&self.client, &self.server] {
+            let _ = Command::new("ip").args(["netns", "delete", n]).status();
+        }
+    }
+}
+
+/// What came back for one query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub addrs: Vec<std::net::IpAddr>,
+    pub ttls: Vec<u32>,
+    pub authoritative: bool,
+}
+
+pub struct DnsClient {
+    sock: UdpSocket,
+    next_id: u16,
+}
+
+impl DnsClient {
+    /// Sends one query and waits for its answer (matched by id) up to `timeout`.
+    pub fn query(
+        &mut self,
+        name: &str,
+        t: RecordType,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.metadata.recursion_desired = true;
+        m.queries
+            .push(Query::query(Name::from_ascii(name).expect("name"), t));
+        self.sock
+            .send(&m.to_vec().expect("encode"))
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no answer for {name} within {timeout:?}"));
+            }
+            self.sock
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let n = match self.sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            let Ok(r) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if r.metadata.id != id {
+                continue;
+            }
+            let mut addrs = Vec::new();
+            let mut ttls = Vec::new();
+            for rec in &r.answers {
+                match &rec.data {
+                    RData::A(a) => addrs.push(a.0.into()),
+                    RData::AAAA(a) => addrs.push(a.0.into()),
+                    _ => continue,
+                }
+                ttls.push(rec.ttl);
+            }
+            return Ok(Answer {
+                rcode: r.metadata.response_code,
+                addrs,
+                ttls,
+                authoritative: r.metadata.authoritative,
+            });
+        }
+    }
+}
+
+/// The fault spec of a one-fault experiment written as YAML (`faults:` item body).
+pub fn fault(yaml_fault: &str) -> havoc_spec::FaultSpec {
+    let src = format!(
+        "apiVersion: havoc.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: t }}\nspec:\n  duration: 5s\n  faults:\n{yaml_fault}"
+    );
+    let exp = havoc_spec::experiment::parse_experiment(&src).expect("parse experiment");
+    exp.spec.faults[0].spec.clone()
+}
+
+pub fn ctx(seed: u64) -> havoc_faults::Context {
+    havoc_faults::Context {
+        self_exe: std::env::current_exe().expect("exe"),
+        seed,
+        duration: Duration::from_secs(60),
+    }
+}
