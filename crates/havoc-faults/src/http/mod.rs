@@ -89,11 +89,12 @@ impl Fault for HttpFault {
             stats: proxy::Stats::default(),
             mark: MARK,
         });
-        let interceptor = Interceptor::start(&netns, shared.clone()).map_err(|e| FaultError::Io {
-            action: "start the HTTP interceptor in".into(),
-            target: label.clone(),
-            source: e,
-        })?;
+        let interceptor =
+            Interceptor::start(&netns, shared.clone()).map_err(|e| FaultError::Io {
+                action: "start the HTTP interceptor in".into(),
+                target: label.clone(),
+                source: e,
+            })?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("havoc_http_{}_{id}", std::process::id());
         let port = self.spec.port;
@@ -107,10 +108,11 @@ impl Fault for HttpFault {
         let table = OwnedTable::create(&netns, "ip", &name, &commands).map_err(|e| {
             FaultError::Other(format!("failed to add the HTTP redirect in {label}: {e}"))
         })?;
-        let helper = crate::procinfo::ProcInfo::read(table.pid() as i32).map(|p| UndoAction::KillHelper {
-            pid: p.pid,
-            start_time: p.start_time,
-        });
+        let helper =
+            crate::procinfo::ProcInfo::read(table.pid() as i32).map(|p| UndoAction::KillHelper {
+                pid: p.pid,
+                start_time: p.start_time,
+            });
         Ok(Box::new(HttpInjection {
             requested: self.spec.summary(),
             target: label,
@@ -194,9 +196,9 @@ impl Interceptor {
                 rt.block_on(proxy::serve(listener, shared, stop_rx));
                 rt.shutdown_timeout(proxy::STOP_GRACE);
             })?;
-        let port = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the interceptor thread ended before listening"))??;
+        let port = rx.recv().map_err(|_| {
+            std::io::Error::other("the interceptor thread ended before listening")
+        })??;
         Ok(Interceptor {
             port,
             stop,

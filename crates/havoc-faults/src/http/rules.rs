@@ -180,7 +180,11 @@ impl Rule {
             };
             if let Some(d) = doc.as_mut() {
                 merge_patch(d, patch);
-                out = Some(serde_json::to_vec(d).expect("a JSON value serializes").into());
+                out = Some(
+                    serde_json::to_vec(d)
+                        .expect("a JSON value serializes")
+                        .into(),
+                );
             }
         }
         out
@@ -340,7 +344,10 @@ mod tests {
             r#"{"target": "Response", "port": 80,
                 "patch": {"body": {"type": "JSON", "value": "{\"b\": null}"}}, "selector": {"netns": ["n"]}}"#,
         );
-        assert_eq!(&p.rewrite_body(br#"{"a":1,"b":2}"#).unwrap()[..], br#"{"a":1}"#);
+        assert_eq!(
+            &p.rewrite_body(br#"{"a":1,"b":2}"#).unwrap()[..],
+            br#"{"a":1}"#
+        );
         assert!(p.rewrite_body(b"not json").is_none());
     }
 
