@@ -282,13 +282,27 @@ pub fn checked_process(pid: i32, protect: &Protection) -> Result<ProcInfo, Resol
 
 /// The fault target for a process: its network namespace for network faults, the process itself
 /// otherwise. `label` names it in reports (e.g. `container 0123456789ab`).
+///
+/// For a container the process is its init process, so: TimeChaos patches the vDSO of every
+/// thread of it (and of the children it forks afterwards), SyscallChaos traces it (and its
+/// later children), IOChaos mounts in its mount namespace, which is the container's: the
+/// FUSE mount is made from a thread that gave itself a private fs context first
+/// (`havoc_sys::mount::MountNs::run`), as `setns(CLONE_NEWNS)` requires. Other processes
+/// already running in the container (a second process started by a shell, a `kubectl exec`)
+/// are not TimeChaos or SyscallChaos targets: one injection holds one target.
 pub fn target_for(spec: &FaultSpec, p: &ProcInfo, label: &str) -> Target {
     match spec {
         FaultSpec::NetworkChaos(_) => Target::Netns {
             path: procinfo::netns_path(p.pid),
             label: label.to_string(),
         },
-        _ => Target::Process {
+        FaultSpec::ProcessChaos(_)
+        | FaultSpec::StressChaos(_)
+        | FaultSpec::IOChaos(_)
+        | FaultSpec::TimeChaos(_)
+        | FaultSpec::SyscallChaos(_)
+        | FaultSpec::DNSChaos(_)
+        | FaultSpec::HTTPChaos(_) => Target::Process {
             pid: p.pid,
             start_time: p.start_time,
             name: p.comm.clone(),
@@ -340,6 +354,35 @@ mod tests {
             !cgroup_matches("/default/web-10", "web-1"),
             "short names match whole"
         );
+    }
+
+    #[test]
+    fn process_kinds_target_the_process_and_network_its_netns() {
+        let me = ProcInfo::read(std::process::id() as i32).expect("own process");
+        for json in [
+            r#"{"kind": "TimeChaos", "spec": {"timeOffset": "-5m"}}"#,
+            r#"{"kind": "SyscallChaos", "spec": {"syscalls": ["openat"], "errno": "EIO"}}"#,
+            r#"{"kind": "IOChaos", "spec": {"action": "fault", "volumePath": "/data", "errno": 5}}"#,
+        ] {
+            let f = crate::fault::parse_fault_json(json)
+                .unwrap_or_else(|e| panic!("{}", e.render("fault_json")));
+            match target_for(&f.spec, &me, "container x") {
+                Target::Process {
+                    pid, start_time, ..
+                } => {
+                    assert_eq!((pid, start_time), (me.pid, me.start_time), "{json}")
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        let f = crate::fault::parse_fault_json(
+            r#"{"kind": "NetworkChaos", "spec": {"action": "loss", "loss": {"loss": "5"}}}"#,
+        )
+        .expect("valid");
+        assert!(matches!(
+            target_for(&f.spec, &me, "container x"),
+            Target::Netns { .. }
+        ));
     }
 
     #[test]
