@@ -418,7 +418,12 @@ impl HTTPChaos {
                     None if name != "caFile" => p.add(
                         &tp.key(name),
                         format!(
-                            "{name} is required with tls: the PEM file Havoc presents to clients"
+                            "{name} is required with tls: {}",
+                            if name == "certFile" {
+                                "the PEM certificate chain Havoc presents to clients"
+                            } else {
+                                "the PEM private key of certFile"
+                            }
                         ),
                     ),
                     _ => {}
