@@ -50,6 +50,8 @@ impl ScheduleType {
 }
 
 /// Runs a chaos object or a workflow on a cron schedule (havoc.dev).
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "havoc.dev",

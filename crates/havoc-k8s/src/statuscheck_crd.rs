@@ -74,6 +74,8 @@ pub struct HttpStatusCheck {
 }
 
 /// An HTTP health check, run by the operator (havoc.dev).
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "havoc.dev",

@@ -147,6 +147,8 @@ pub struct Template {
 }
 
 /// Chaos as a program: serial, parallel, suspend, task, status-check and chaos steps (havoc.dev).
+// clippy reads the repeated `type_ = "string"` of printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "havoc.dev",

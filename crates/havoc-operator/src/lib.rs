@@ -11,6 +11,9 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod plan;
+pub mod schedule;
+pub mod statuscheck;
+pub mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -210,6 +213,9 @@ pub async fn run_controllers(ctx: Arc<controller::Context>, shutdown: ShutdownSi
         one::<StressChaos>(ctx.clone(), shutdown.clone()),
         one::<TimeChaos>(ctx.clone(), shutdown.clone()),
         one::<SyscallChaos>(ctx.clone(), shutdown.clone()),
+        schedule::controller(ctx.clone(), shutdown.clone()),
+        workflow::controller(ctx.clone(), shutdown.clone()),
+        statuscheck::controller(ctx.clone(), shutdown.clone()),
         one::<IOChaos>(ctx, shutdown),
     ])
     .await;

@@ -65,6 +65,26 @@ rules:
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["get", "list", "watch", "delete", "patch"]
+  # Schedule, Workflow and StatusCheck: their runs and steps are chaos objects, workflows,
+  # status checks and task pods the operator creates and deletes.
+  - apiGroups: ["havoc.dev"]
+    resources: ["schedules", "workflows", "statuschecks"]
+    verbs: ["get", "list", "watch", "patch", "update"]
+  - apiGroups: ["havoc.dev"]
+    resources: ["schedules/status", "workflows/status", "statuschecks/status"]
+    verbs: ["get", "patch", "update"]
+  - apiGroups: ["havoc.dev"]
+    resources: ["podchaos", "networkchaos", "stresschaos", "workflows", "statuschecks"]
+    verbs: ["create", "delete"]
+  - apiGroups: ["havoc.dev"]
+    resources: ["schedules/finalizers", "workflows/finalizers"]
+    verbs: ["update"]
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["create"]
+  - apiGroups: [""]
+    resources: ["pods/log"]
+    verbs: ["get"]
   - apiGroups: [""]
     resources: ["nodes", "namespaces"]
     verbs: ["get", "list", "watch"]
@@ -409,7 +429,7 @@ mod tests {
                 .iter()
                 .filter(|k| *k == "CustomResourceDefinition")
                 .count(),
-            3
+            havoc_k8s::crds().len()
         );
         for k in [
             "Namespace",
