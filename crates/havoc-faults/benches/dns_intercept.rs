@@ -53,7 +53,11 @@ fn main() {
     println!("DNS, {n} sequential UDP queries, non-matching name, dnsmasq in a peer netns");
     println!("{:<22} {:>10} {:>10} {:>10}", "path", "qps", "p50", "p99");
     for (name, (qps, p50, p99)) in [("direct", direct), ("through interceptor", via)] {
-        println!("{name:<22} {qps:>10.0} {:>8.1}us {:>8.1}us", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+        println!(
+            "{name:<22} {qps:>10.0} {:>8.1}us {:>8.1}us",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
     }
     println!(
         "added: p50 {:+.1}us, p99 {:+.1}us, throughput {:.1}% of direct; interceptor's own userspace time per passed query {:.1}us",

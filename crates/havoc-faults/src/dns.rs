@@ -186,7 +186,10 @@ impl DnsHandler {
             }
             DnsAction::Random => {
                 c.answered_random.fetch_add(1, Ordering::Relaxed);
-                answer_packet(&udp, &forge_answer(&query, DnsAction::Random, &mut self.rng))
+                answer_packet(
+                    &udp,
+                    &forge_answer(&query, DnsAction::Random, &mut self.rng),
+                )
             }
         };
         let Some(answer) = verdict else {
@@ -224,7 +227,9 @@ pub fn forge_answer(query: &Message, action: DnsAction, rng: &mut impl Rng) -> V
     }
     let q = &query.queries[0];
     let rdata = match (action, q.query_type()) {
-        (DnsAction::Random, RecordType::A) => Some(RData::A(A(Ipv4Addr::from(rng.random::<u32>())))),
+        (DnsAction::Random, RecordType::A) => {
+            Some(RData::A(A(Ipv4Addr::from(rng.random::<u32>()))))
+        }
         (DnsAction::Random, RecordType::AAAA) => {
             Some(RData::AAAA(AAAA(Ipv6Addr::from(rng.random::<u128>()))))
         }
@@ -239,7 +244,11 @@ pub fn forge_answer(query: &Message, action: DnsAction, rng: &mut impl Rng) -> V
         _ => m.metadata.response_code = ResponseCode::ServFail,
     }
     m.to_vec().unwrap_or_else(|_| {
-        let mut e = Message::error_msg(query.metadata.id, query.metadata.op_code, ResponseCode::ServFail);
+        let mut e = Message::error_msg(
+            query.metadata.id,
+            query.metadata.op_code,
+            ResponseCode::ServFail,
+        );
         e.queries = query.queries.clone();
         e.to_vec().unwrap_or_default()
     })
@@ -411,7 +420,13 @@ impl Injection for DnsInjection {
             get(&c.passed),
         );
         let stats = self.interceptor.as_ref().map(|i| i.stats());
-        let hit = err + rnd + if self.requested.action == DnsAction::Delay { delayed } else { 0 };
+        let hit = err
+            + rnd
+            + if self.requested.action == DnsAction::Delay {
+                delayed
+            } else {
+                0
+            };
         let mut summary = format!("{seen} queries seen, {matched} matched, ");
         match self.requested.action {
             DnsAction::Error => summary.push_str(&format!("{err} answered SERVFAIL")),
@@ -443,7 +458,9 @@ impl Injection for DnsInjection {
             }
             e = e.metric("dns_answer_errors", s.answer_errors as f64);
         }
-        summary.push_str(&format!(", {passed} passed unchanged; DNS over TCP is not intercepted"));
+        summary.push_str(&format!(
+            ", {passed} passed unchanged; DNS over TCP is not intercepted"
+        ));
         e.summary = summary;
         e
     }
@@ -454,7 +471,12 @@ impl Injection for DnsInjection {
             self.ended = i.effect_ended_at().or(Some(Instant::now()));
             // Keep the stats readable for the report.
             self.interceptor = Some(i);
-            r.map_err(|e| FaultError::Other(format!("failed to stop DNS interception: {}", error_chain(&e))))?;
+            r.map_err(|e| {
+                FaultError::Other(format!(
+                    "failed to stop DNS interception: {}",
+                    error_chain(&e)
+                ))
+            })?;
         }
         Ok(())
     }
@@ -469,7 +491,8 @@ mod tests {
     fn query(name: &str, t: RecordType) -> Message {
         let mut m = Message::query();
         m.metadata.recursion_desired = true;
-        m.queries.push(Query::query(Name::from_ascii(name).unwrap(), t));
+        m.queries
+            .push(Query::query(Name::from_ascii(name).unwrap(), t));
         m
     }
 

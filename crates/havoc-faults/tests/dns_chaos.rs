@@ -60,8 +60,14 @@ fn error_and_random_hit_matching_names_only_and_recovery_leaves_nothing() {
     assert!(!lab.havoc_chains().is_empty(), "the rules are in place");
     inj.recover().expect("recover");
     inj.recover().expect("recover is idempotent");
-    assert!(lab.havoc_chains().is_empty(), "left: {:?}", lab.havoc_chains());
-    let a = c.query("bad.test", RecordType::A, T).expect("after recovery");
+    assert!(
+        lab.havoc_chains().is_empty(),
+        "left: {:?}",
+        lab.havoc_chains()
+    );
+    let a = c
+        .query("bad.test", RecordType::A, T)
+        .expect("after recovery");
     assert_eq!(a.addrs, vec![addr_of("bad.test")]);
 
     // random: A gets one random address with TTL 10, AAAA one IPv6 address, MX SERVFAIL.
@@ -99,7 +105,11 @@ fn mean_latency(c: &mut dns_support::DnsClient, name: &str, n: usize) -> Duratio
         let t0 = Instant::now();
         let a = c.query(name, RecordType::A, T).expect("answer");
         total += t0.elapsed();
-        assert_eq!(a.addrs, vec![addr_of(name)], "{name}: a delayed answer is the real one");
+        assert_eq!(
+            a.addrs,
+            vec![addr_of(name)],
+            "{name}: a delayed answer is the real one"
+        );
     }
     total / n as u32
 }

@@ -63,33 +63,51 @@ pub fn sh(argv: &[&str]) {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Client namespace (`10.213.<n>.1`) and server namespace (`.2`, dnsmasq on port 53).
+#[allow(clippy::new_without_default)]
 pub struct DnsLab {
     pub client: String,
     pub server: String,
     pub server_addr: Ipv4Addr,
     pid_file: std::path::PathBuf,
+    dnsmasq: Option<std::process::Child>,
     _dir: tempfile::TempDir,
 }
 
+#[allow(clippy::new_without_default)]
 impl DnsLab {
     pub fn new() -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let sub = (std::process::id() % 200 + n * 7) % 250 + 1;
         let base = format!("hvdns{}-{n}", std::process::id());
         let dir = tempfile::tempdir().expect("tempdir");
-        let lab = DnsLab {
+        let mut lab = DnsLab {
             client: format!("{base}c"),
             server: format!("{base}s"),
             server_addr: Ipv4Addr::new(10, 213, sub as u8, 2),
             pid_file: dir.path().join("dnsmasq.pid"),
+            dnsmasq: None,
             _dir: dir,
         };
         sh(&["ip", "netns", "add", &lab.client]);
         sh(&["ip", "netns", "add", &lab.server]);
-        let (vc, vs) = (format!("hvd{n}c{}", std::process::id() % 10000), format!("hvd{n}s{}", std::process::id() % 10000));
+        let (vc, vs) = (
+            format!("hvd{n}c{}", std::process::id() % 10000),
+            format!("hvd{n}s{}", std::process::id() % 10000),
+        );
         sh(&[
-            "ip", "link", "add", &vc, "netns", &lab.client, "type", "veth", "peer", "name", &vs,
-            "netns", &lab.server,
+            "ip",
+            "link",
+            "add",
+            &vc,
+            "netns",
+            &lab.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vs,
+            "netns",
+            &lab.server,
         ]);
         for (ns, dev, host) in [(&lab.client, &vc, 1), (&lab.server, &vs, 2)] {
             let addr = format!("10.213.{sub}.{host}/24");
@@ -121,20 +139,28 @@ impl DnsLab {
         }
         // Anything else: a known answer too, so "unchanged" can be compared for any name.
         argv.push("--address=/#/10.9.9.99".into());
-        Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
+        lab.dnsmasq = Some(
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start dnsmasq"),
+        );
         // Ready when it answers.
         let mut client = lab.client_socket();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if client.query("good.test", RecordType::A, Duration::from_millis(200)).is_ok() {
+            if client
+                .query("good.test", RecordType::A, Duration::from_millis(200))
+                .is_ok()
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "dnsmasq did not answer within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "dnsmasq did not answer within 10 s"
+            );
         }
         lab
     }
@@ -174,6 +200,10 @@ impl DnsLab {
 
 impl Drop for DnsLab {
     fn drop(&mut self) {
+        if let Some(mut child) = self.dnsmasq.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
             if let Ok(pid) = pid.trim().parse::<i32>() {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use havoc_sys::netns::{NetNs, NetNsError};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::net::{ipproto, sendto, socket_with, AddressFamily, SendFlags, SocketFlags, SocketType};
+use rustix::net::{
+    ipproto, sendto, socket_with, AddressFamily, SendFlags, SocketFlags, SocketType,
+};
 
 use crate::iptables::{self, Family, Hook, Installed, IptablesError};
 use crate::nfqueue::{NfqError, QueueSocket, NF_ACCEPT};
@@ -203,10 +205,15 @@ impl Interceptor {
                 }
                 let queue = bound.ok_or(InterceptError::NoFreeQueue)?;
                 let raw = |fam| {
-                    socket_with(fam, SocketType::RAW, SocketFlags::CLOEXEC, Some(ipproto::RAW))
+                    socket_with(
+                        fam,
+                        SocketType::RAW,
+                        SocketFlags::CLOEXEC,
+                        Some(ipproto::RAW),
+                    )
                 };
-                let raw4 = raw(AddressFamily::INET)
-                    .map_err(|e| InterceptError::RawSocket(e.into()))?;
+                let raw4 =
+                    raw(AddressFamily::INET).map_err(|e| InterceptError::RawSocket(e.into()))?;
                 let raw6 = raw(AddressFamily::INET6).ok();
                 Ok((sock, queue, raw4, raw6))
             })
@@ -431,8 +438,8 @@ impl Worker {
             };
             if stop {
                 let mut buf = [0u8; 8];
-                let abandon = rustix::io::read(&*self.wake, &mut buf).is_ok()
-                    && u64::from_ne_bytes(buf) == 2;
+                let abandon =
+                    rustix::io::read(&*self.wake, &mut buf).is_ok() && u64::from_ne_bytes(buf) == 2;
                 if abandon {
                     return;
                 }

@@ -534,7 +534,9 @@ mod tests {
         put_attr(&mut buf, NFQA_CAP_LEN, &[0, 0, 5, 0]);
         end_msg(&mut buf, start);
         let mut seen = Vec::new();
-        for_each_packet(&buf, &mut |id, p: &[u8], whole| seen.push((id, p.to_vec(), whole)));
+        for_each_packet(&buf, &mut |id, p: &[u8], whole| {
+            seen.push((id, p.to_vec(), whole))
+        });
         assert_eq!(
             seen,
             vec![(5, vec![0x45, 1, 2], true), (6, vec![0x45], false)]

@@ -141,7 +141,10 @@ impl DNSChaos {
         if !(self.percent.0 > 0.0 && self.percent.0 <= 100.0) {
             p.add(
                 &path.key("percent"),
-                format!("must be greater than 0 and at most 100, got {}", self.percent),
+                format!(
+                    "must be greater than 0 and at most 100, got {}",
+                    self.percent
+                ),
             );
         }
         match (self.action, self.delay) {
@@ -149,9 +152,10 @@ impl DNSChaos {
                 &path.key("delay"),
                 "action delay needs delay: how long a query is held, e.g. `200ms`",
             ),
-            (DnsAction::Delay, Some(d)) if d.0.is_zero() => {
-                p.add(&path.key("delay"), "must be greater than 0 with action delay")
-            }
+            (DnsAction::Delay, Some(d)) if d.0.is_zero() => p.add(
+                &path.key("delay"),
+                "must be greater than 0 with action delay",
+            ),
             _ => {}
         }
         if let Some(d) = self.delay {
@@ -276,7 +280,10 @@ mod tests {
         c.delay = Some(HumanDuration(std::time::Duration::from_millis(200)));
         c.percent = Percent(50.0);
         assert!(problems(&c).is_empty());
-        assert_eq!(c.summary(), "dns delay 200ms for every name on 50% of queries");
+        assert_eq!(
+            c.summary(),
+            "dns delay 200ms for every name on 50% of queries"
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl Lab {
         let sub = id % 250 + 1;
         sh(&["ip", "netns", "add", &client]);
         sh(&["ip", "netns", "add", &server]);
-        let (vc, vs) = (format!("hvb{}c", id % 100000), format!("hvb{}s", id % 100000));
+        let (vc, vs) = (
+            format!("hvb{}c", id % 100000),
+            format!("hvb{}s", id % 100000),
+        );
         sh(&[
             "ip", "link", "add", &vc, "netns", &client, "type", "veth", "peer", "name", &vs,
             "netns", &server,
@@ -181,7 +184,8 @@ fn kill_dash_nine_during_dns_chaos_leaves_dns_working_within_a_second() {
     let state_dir = dir.path().join("state");
     let mut run = Reaped::spawn(&mut havoc_run(&state_dir, &file, false));
     assert!(
-        wait_until(Duration::from_secs(15), || lab.dig("bad.test") == "SERVFAIL"),
+        wait_until(Duration::from_secs(15), || lab.dig("bad.test")
+            == "SERVFAIL"),
         "bad.test fails during the fault: {}",
         lab.dig("bad.test")
     );
