@@ -95,6 +95,11 @@ const MANIFESTS: &[(&str, &str)] = &[
     ("stressng", "kind: StressChaos\nspec:\n  mode: one\n  selector: {labelSelectors: {app: web}}\n  stressngStressors: --cpu 2 --cpu-load 50 --vm 1 --vm-bytes 64m --timeout 5m\n  duration: 10m\n"),
     ("stress-options", "kind: StressChaos\nspec:\n  mode: all\n  selector: {}\n  stressors:\n    cpu: {workers: 1, load: 20, options: [\"--cpu-load 30\"]}\n    memory: {workers: 1, size: 256MB, options: [\"--vm 2\"]}\n  duration: 36h\n"),
     ("pod-failure-empty-selector", "kind: PodChaos\nspec:\n  action: pod-failure\n  mode: all\n  selector: {}\n  duration: 2m30s\n"),
+    ("time-skew", "kind: TimeChaos\nspec:\n  mode: one\n  selector: {labelSelectors: {app: web}}\n  timeOffset: -1h30m\n  clockIds: [CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME]\n  containerNames: [web]\n  duration: 5m\n"),
+    ("io-latency", "kind: IOChaos\nspec:\n  action: latency\n  mode: one\n  selector: {labelSelectors: {app: db}}\n  volumePath: /var/lib/db\n  path: /var/lib/db/**/*\n  methods: [READ, write]\n  percent: 50\n  delay: 1s500ms\n"),
+    ("io-fault-errno-number", "kind: IOChaos\nspec:\n  action: fault\n  mode: all\n  selector: {labelSelectors: {app: db}}\n  volumePath: /var/lib/db\n  errno: 5\n  percent: 30\n"),
+    ("io-attr-decimal-perm", "kind: IOChaos\nspec:\n  action: attrOverride\n  mode: all\n  selector: {}\n  volumePath: /etc/app\n  attr: {perm: 292, size: 0, kind: regularFile, mtime: {sec: 0, nsec: 5}}\n"),
+    ("io-mistake", "kind: IOChaos\nspec:\n  action: mistake\n  mode: one\n  selector: {}\n  volumePath: /cache\n  methods: [read]\n  mistake: {filling: zero, maxOccurrences: 1, maxLength: 4096}\n"),
 ];
 
 #[tokio::test]
