@@ -182,7 +182,7 @@ impl Cluster {
     }
 
     /// The client for this request: the kubeconfig's, or one carrying the request's token.
-    fn client(&self, headers: &HeaderMap) -> Result<kube::Client, Response> {
+    fn client(&self, headers: &HeaderMap) -> Result<kube::Client, Refusal> {
         match &self.access {
             Access::Kubeconfig(c) => Ok(c.clone()),
             Access::ForwardToken(base) => {
@@ -220,7 +220,7 @@ impl Cluster {
         }
     }
 
-    fn kind(&self, plural: &str) -> Result<&Kind, Response> {
+    fn kind(&self, plural: &str) -> Result<&Kind, Refusal> {
         self.kinds
             .iter()
             .find(|k| k.plural == plural || k.kind.eq_ignore_ascii_case(plural))
@@ -237,12 +237,22 @@ impl Cluster {
     }
 }
 
-fn err(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// A refused or failed request: its status and JSON body (`{"error": ...}` or `{"errors": [...]}`).
+#[derive(Debug)]
+pub struct Refusal(StatusCode, Value);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn err(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, json!({ "error": message.into() }))
 }
 
 /// The API server's answer passed on with its own code and message (403 stays 403), else 502.
-fn kube_err(what: &str, e: kube::Error) -> Response {
+fn kube_err(what: &str, e: kube::Error) -> Refusal {
     match e {
         kube::Error::Api(s) => {
             let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -251,11 +261,10 @@ fn kube_err(what: &str, e: kube::Error) -> Response {
             } else {
                 code
             };
-            (
+            Refusal(
                 code,
-                Json(json!({ "error": format!("{what}: {}", s.message), "reason": s.reason })),
+                json!({ "error": format!("{what}: {}", s.message), "reason": s.reason }),
             )
-                .into_response()
         }
         other => err(
             StatusCode::BAD_GATEWAY,
@@ -264,7 +273,7 @@ fn kube_err(what: &str, e: kube::Error) -> Response {
     }
 }
 
-fn cluster_of(app: &App) -> Result<&Cluster, Response> {
+fn cluster_of(app: &App) -> Result<&Cluster, Refusal> {
     app.cluster.as_ref().ok_or_else(|| {
         err(
             StatusCode::NOT_FOUND,
@@ -317,15 +326,9 @@ pub async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Response {
-    let cluster = match cluster_of(&app) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let client = match cluster.client(&headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let cluster = cluster_of(&app)?;
+    let client = cluster.client(&headers)?;
     let namespace = q.namespace.filter(|n| !n.is_empty());
     let mut objects = Vec::new();
     let mut forbidden = Vec::new();
@@ -373,17 +376,17 @@ pub async fn list(
                     forbidden
                         .push(json!({"kind": kind.kind, "namespace": scope, "message": s.message}));
                 }
-                Err(e) => return kube_err(&format!("cannot list {}", kind.plural), e),
+                Err(e) => return Err(kube_err(&format!("cannot list {}", kind.plural), e)),
             }
         }
     }
-    Json(json!({
+    Ok(Json(json!({
         "objects": objects,
         "forbidden": forbidden,
         "missingKinds": missing,
         "mode": cluster.mode(),
     }))
-    .into_response()
+    .into_response())
 }
 
 fn api_for(
@@ -391,7 +394,7 @@ fn api_for(
     headers: &HeaderMap,
     plural: &str,
     namespace: &str,
-) -> Result<(Api<DynamicObject>, Kind), Response> {
+) -> Result<(Api<DynamicObject>, Kind), Refusal> {
     let kind = cluster.kind(plural)?.clone();
     let client = cluster.client(headers)?;
     Ok((
@@ -405,23 +408,19 @@ pub async fn get_one(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     UrlPath((plural, namespace, name)): UrlPath<(String, String, String)>,
-) -> Response {
-    let cluster = match cluster_of(&app) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (api, kind) = match api_for(cluster, &headers, &plural, &namespace) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let cluster = cluster_of(&app)?;
+    let (api, kind) = api_for(cluster, &headers, &plural, &namespace)?;
     let obj = match api.get(&name).await {
         Ok(o) => o,
-        Err(e) => return kube_err(&format!("cannot get {} {namespace}/{name}", kind.kind), e),
+        Err(e) => {
+            return Err(kube_err(
+                &format!("cannot get {} {namespace}/{name}", kind.kind),
+                e,
+            ))
+        }
     };
-    let client = match cluster.client(&headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let client = cluster.client(&headers)?;
     let events_api: Api<Event> = Api::namespaced(client, &namespace);
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let (events, events_error) = match events_api
@@ -452,13 +451,32 @@ pub async fn get_one(
         Err(kube::Error::Api(s)) => (Vec::new(), Some(s.message)),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    Json(json!({
+    // The chaos kinds' records, decoded from their compact wire form into one row per target.
+    let records: Vec<Value> = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value::<havoc_k8s::ChaosStatus>(s.clone()).ok())
+        .map(|st| {
+            st.records
+                .iter()
+                .map(|r| {
+                    json!({
+                        "namespace": r.namespace, "pod": r.name, "node": r.node,
+                        "container": r.container_id, "podUid": r.pod_uid, "phase": r.phase,
+                        "injected": r.injected, "recovered": r.recovered, "lastError": r.last_error,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(json!({
         "summary": summary(&kind, &obj),
+        "records": records,
         "object": obj,
         "events": events,
         "eventsError": events_error,
     }))
-    .into_response()
+    .into_response())
 }
 
 /// `POST /api/cluster/objects/{plural}/{namespace}/{name}/{action}`: `pause`, `resume` or
@@ -467,37 +485,31 @@ pub async fn act(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     UrlPath((plural, namespace, name, action)): UrlPath<(String, String, String, String)>,
-) -> Response {
-    let cluster = match cluster_of(&app) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let cluster = cluster_of(&app)?;
     let annotations = match action.as_str() {
         "pause" => json!({ PAUSE_ANNOTATION: "true" }),
         "resume" => json!({ PAUSE_ANNOTATION: null }),
         "force-cleanup" => json!({ FORCE_CLEANUP_ANNOTATION: "true" }),
         other => {
-            return err(
+            return Err(err(
                 StatusCode::NOT_FOUND,
                 format!("no action {other:?}: expected pause, resume or force-cleanup"),
-            )
+            ))
         }
     };
-    let (api, kind) = match api_for(cluster, &headers, &plural, &namespace) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (api, kind) = api_for(cluster, &headers, &plural, &namespace)?;
     let patch = json!({ "metadata": { "annotations": annotations } });
-    match api
+    let o = api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-    {
-        Ok(o) => Json(json!({ "summary": summary(&kind, &o) })).into_response(),
-        Err(e) => kube_err(
-            &format!("cannot {action} {} {namespace}/{name}", kind.kind),
-            e,
-        ),
-    }
+        .map_err(|e| {
+            kube_err(
+                &format!("cannot {action} {} {namespace}/{name}", kind.kind),
+                e,
+            )
+        })?;
+    Ok(Json(json!({ "summary": summary(&kind, &o) })).into_response())
 }
 
 /// `DELETE /api/cluster/objects/{plural}/{namespace}/{name}`: deletion; the operator recovers
@@ -506,22 +518,18 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     UrlPath((plural, namespace, name)): UrlPath<(String, String, String)>,
-) -> Response {
-    let cluster = match cluster_of(&app) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (api, kind) = match api_for(cluster, &headers, &plural, &namespace) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => (StatusCode::ACCEPTED, Json(json!({ "deleting": name }))).into_response(),
-        Err(e) => kube_err(
-            &format!("cannot delete {} {namespace}/{name}", kind.kind),
-            e,
-        ),
-    }
+) -> Result<Response, Refusal> {
+    let cluster = cluster_of(&app)?;
+    let (api, kind) = api_for(cluster, &headers, &plural, &namespace)?;
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .map_err(|e| {
+            kube_err(
+                &format!("cannot delete {} {namespace}/{name}", kind.kind),
+                e,
+            )
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deleting": name }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -540,29 +548,22 @@ pub async fn create(
     headers: HeaderMap,
     Query(q): Query<CreateQuery>,
     body: Bytes,
-) -> Response {
-    let cluster = match cluster_of(&app) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t.to_string(),
-        Err(e) => {
-            return err(
+) -> Result<Response, Refusal> {
+    let cluster = cluster_of(&app)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| {
+            err(
                 StatusCode::BAD_REQUEST,
                 format!("the body is not UTF-8: {e}"),
             )
-        }
-    };
-    let raw: Value = match serde_yaml_ng::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            return problems(vec![
-                json!({"line": line, "col": col, "path": "", "message": e.to_string()}),
-            ]);
-        }
-    };
+        })?
+        .to_string();
+    let raw: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        problems(vec![
+            json!({"line": line, "col": col, "path": "", "message": e.to_string()}),
+        ])
+    })?;
     let kind_name = raw["kind"].as_str().unwrap_or_default().to_string();
     let api_version = raw["apiVersion"].as_str().unwrap_or_default().to_string();
     // Havoc's own checks where it has them (every kind `havoc validate` knows), else the server's.
@@ -573,7 +574,7 @@ pub async fn create(
                 .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).map_err(|e| e.to_string()))
             {
                 Ok(v) => v,
-                Err(e) => return err(StatusCode::UNPROCESSABLE_ENTITY, e),
+                Err(e) => return Err(err(StatusCode::UNPROCESSABLE_ENTITY, e)),
             }
         }
         Ok(_) => raw,
@@ -585,7 +586,7 @@ pub async fn create(
             if unknown_kind && havoc_kind && api_version == havoc_spec::experiment::API_VERSION {
                 raw
             } else {
-                return problems(
+                return Err(problems(
                     errors
                         .iter()
                         .map(|e| {
@@ -596,58 +597,57 @@ pub async fn create(
                             })
                         })
                         .collect(),
-                );
+                ));
             }
         }
     };
     let kind_name = manifest["kind"].as_str().unwrap_or_default().to_string();
-    let Some(kind) = cluster.kinds.iter().find(|k| k.kind == kind_name) else {
-        return err(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("kind {kind_name:?} is not a Havoc chaos kind"),
-        );
-    };
+    let kind = cluster
+        .kinds
+        .iter()
+        .find(|k| k.kind == kind_name)
+        .ok_or_else(|| {
+            err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("kind {kind_name:?} is not a Havoc chaos kind"),
+            )
+        })?;
     let namespace = manifest["metadata"]["namespace"]
         .as_str()
         .map(str::to_string)
         .or(q.namespace.filter(|n| !n.is_empty()))
         .unwrap_or_else(|| "default".into());
-    let obj: DynamicObject = match serde_json::from_value(manifest) {
-        Ok(o) => o,
-        Err(e) => {
-            return err(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("not an object: {e}"),
-            )
-        }
-    };
-    let client = match cluster.client(&headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let obj: DynamicObject = serde_json::from_value(manifest).map_err(|e| {
+        err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not an object: {e}"),
+        )
+    })?;
+    let client = cluster.client(&headers)?;
     let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &kind.resource);
     let pp = PostParams {
         dry_run: q.dry_run.unwrap_or(false),
         ..Default::default()
     };
-    match api.create(&pp, &obj).await {
-        Ok(o) => (
-            if pp.dry_run {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            },
-            Json(json!({ "dryRun": pp.dry_run, "summary": summary(kind, &o) })),
-        )
-            .into_response(),
-        Err(e) => kube_err(&format!("the API server refused the {}", kind.kind), e),
-    }
+    let o = api
+        .create(&pp, &obj)
+        .await
+        .map_err(|e| kube_err(&format!("the API server refused the {}", kind.kind), e))?;
+    let status = if pp.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({ "dryRun": pp.dry_run, "summary": summary(kind, &o) })),
+    )
+        .into_response())
 }
 
-fn problems(list: Vec<Value>) -> Response {
-    (
+fn problems(list: Vec<Value>) -> Refusal {
+    Refusal(
         StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({ "valid": false, "errors": list })),
+        json!({ "valid": false, "errors": list }),
     )
-        .into_response()
 }

@@ -38,6 +38,8 @@ use serde_json::json;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+/// A plain red "H" (browsers ask for an icon; a 404 would be noise in every console).
+const FAVICON_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#b42318"/><path d="M4 3v10M12 3v10M4 8h8" stroke="#fff" stroke-width="2"/></svg>"##;
 
 /// The header that carries the page's token on state-changing requests.
 pub const CSRF_HEADER: &str = "x-havoc-csrf";
@@ -137,6 +139,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
+        .route("/assets/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .route("/runs/{key}", get(report_page))
         .route("/api/runs", get(list_runs).post(start_run))
         .route("/api/runs/{key}", get(report_json))
@@ -190,6 +194,10 @@ async fn index(State(app): State<Arc<App>>) -> Response {
 
 async fn app_js() -> Response {
     no_cache("text/javascript; charset=utf-8", APP_JS.into())
+}
+
+async fn favicon() -> Response {
+    no_cache("image/svg+xml", FAVICON_SVG.into())
 }
 
 async fn app_css() -> Response {

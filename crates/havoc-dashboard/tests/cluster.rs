@@ -153,6 +153,37 @@ impl Drop for Scratch {
     }
 }
 
+/// A status as the operator writes it: one target injected, one failed (records in their
+/// compact wire form, made by the operator's own types).
+fn operator_status() -> serde_json::Value {
+    use havoc_k8s::status::{ChaosStatus, Phase, Record, RecordPhase};
+    let record = |name: &str, phase, err: Option<&str>| Record {
+        namespace: "shop".into(),
+        name: name.into(),
+        node: "node-1".into(),
+        container_id: "0123456789ab".into(),
+        pod_uid: String::new(),
+        phase,
+        injected: 1,
+        recovered: 0,
+        last_error: err.map(str::to_string),
+    };
+    let st = ChaosStatus {
+        phase: Phase::Running,
+        records: vec![
+            record("web-0", RecordPhase::Injected, None),
+            record("web-1", RecordPhase::Failed, Some("agent unreachable")),
+        ],
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(st).expect("status");
+    v["counts"]["injected"] = 1.into();
+    v["counts"]["failed"] = 1.into();
+    v["conditions"] = json!([{"type": "AllInjected", "status": "False", "reason": "Failed",
+        "message": "1 of 2 failed", "lastTransitionTime": "2026-12-01T00:00:00Z"}]);
+    v
+}
+
 const POD_CHAOS: &str = "apiVersion: havoc.dev/v1alpha1
 kind: PodChaos
 metadata:
@@ -230,12 +261,7 @@ fn create_inspect_pause_resume_and_delete_a_pod_chaos_with_the_users_kubeconfig(
         pcs.patch_status(
             "kill-web",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-                "phase": "Running",
-                "counts": {"injected": 1},
-                "conditions": [{"type": "AllInjected", "status": "True", "reason": "Injected",
-                                "message": "1 of 1 injected", "lastTransitionTime": "2026-12-01T00:00:00Z"}],
-            }})),
+            &Patch::Merge(json!({ "status": operator_status() })),
         )
         .await
         .expect("status");
@@ -293,6 +319,13 @@ fn create_inspect_pause_resume_and_delete_a_pod_chaos_with_the_users_kubeconfig(
         .get(&format!("/api/cluster/objects/podchaos/{ns}/kill-web"))
         .json();
     assert_eq!(one["object"]["status"]["counts"]["injected"], 1, "{one}");
+    // The records, decoded from the wire form into one row per target.
+    let records = one["records"].as_array().expect("records");
+    assert_eq!(records.len(), 2, "{one}");
+    let failed = records.iter().find(|r| r["pod"] == "web-1").expect("web-1");
+    assert_eq!(failed["phase"], "Failed");
+    assert_eq!(failed["lastError"], "agent unreachable");
+    assert_eq!(failed["node"], "node-1");
     assert_eq!(one["events"][0]["reason"], "Injected", "{one}");
     assert_eq!(one["events"][0]["message"], "pod-kill on web-0");
 

@@ -5,12 +5,12 @@ mod common;
 #[path = "../../havoc-dashboard/tests/common/mod.rs"]
 mod http;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use common::{havoc, root_or_skip, state, wait_until, Reaped};
+use common::{root_or_skip, state, wait_until, Reaped};
 
 /// `havoc dashboard` on a free port of 127.0.0.1; killed when dropped.
 struct Dashboard {
@@ -21,24 +21,7 @@ struct Dashboard {
 
 impl Dashboard {
     fn start(state_dir: &std::path::Path) -> Dashboard {
-        let mut child = Reaped::spawn(
-            Command::new(havoc())
-                .arg("--state-dir")
-                .arg(state_dir)
-                .args(["dashboard", "--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped()),
-        );
-        let mut line = String::new();
-        BufReader::new(child.0.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the dashboard prints its address");
-        let addr = line
-            .trim()
-            .strip_prefix("havoc dashboard listening on http://")
-            .and_then(|s| s.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
+        let (child, addr) = common::spawn_dashboard(state_dir, &[]);
         let host = format!("127.0.0.1:{}", addr_port(addr));
         let page = http::request(addr, "GET", "/", &[("Host", &host)], b"");
         Dashboard {

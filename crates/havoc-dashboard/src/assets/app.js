@@ -251,6 +251,19 @@ async function clusterAct(o, what) {
   loadCluster();
 }
 
+function records(list) {
+  if (!list.length) return el("p", { class: "muted" }, "no targets yet");
+  const body = el("tbody", {});
+  for (const r of list) {
+    body.append(el("tr", {}, el("td", {}, `${r.namespace}/${r.pod}`), el("td", {}, r.node || "—"),
+      el("td", {}, r.container || r.podUid || "—"), el("td", {}, r.phase),
+      el("td", {}, r.injected), el("td", {}, r.recovered), el("td", {}, r.lastError || "")));
+  }
+  return el("table", {}, el("caption", { class: "sr" }, "One row per target"),
+    el("thead", {}, el("tr", {}, ...["Pod", "Node", "Container / pod uid", "Phase", "Injected", "Recovered", "Last error"]
+      .map((h) => el("th", { scope: "col" }, h)))), body);
+}
+
 async function showObject(o) {
   const r = await fetch(objUrl(o));
   const j = await r.json();
@@ -266,7 +279,7 @@ async function showObject(o) {
   d.append(el("h3", {}, `${o.kind} ${o.namespace}/${o.name}`),
     el("p", {}, `Phase ${st.phase || "—"} · targets: ${counts(st.counts)}`),
     el("h4", {}, "Conditions"), cond,
-    el("h4", {}, "Records per target"), el("pre", {}, JSON.stringify(st.records || {}, null, 2)),
+    el("h4", {}, "Records per target"), records(j.records),
     el("h4", {}, "Events"), ev);
 }
 

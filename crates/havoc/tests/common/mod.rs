@@ -129,3 +129,28 @@ pub fn workers_with(marker: &str) -> Vec<i32> {
     }
     out
 }
+
+/// `havoc dashboard` on a free port of 127.0.0.1 with `extra` flags, and the address it printed.
+pub fn spawn_dashboard(state_dir: &Path, extra: &[&str]) -> (Reaped, std::net::SocketAddr) {
+    use std::io::BufRead as _;
+    let mut child = Reaped::spawn(
+        Command::new(havoc())
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["dashboard", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the dashboard prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("havoc dashboard listening on http://")
+        .and_then(|s| s.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("an address");
+    (child, addr)
+}
