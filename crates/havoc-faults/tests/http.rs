@@ -322,3 +322,157 @@ fn unsafe_free_kill(pid: i32) -> i32 {
         .map(|s| s.code().unwrap_or(-1))
         .unwrap_or(-1)
 }
+
+const PY_TLS_SERVER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        b = ('{"tls": true, "path": "%s"}' % self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn tls_is_terminated_with_the_given_certificate() {
+    if !http_common::can_run() {
+        return;
+    }
+    let sb = Sandbox::new("tl");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    let csr = dir.path().join("req.csr");
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=IP:{}\n", http_common::SERVER_IP),
+    )
+    .expect("write ext");
+    let p = |s: &std::path::Path| s.to_str().expect("utf-8 path").to_string();
+    let steps: [Vec<String>; 3] = [
+        vec![
+            "req".into(),
+            "-x509".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-days".into(),
+            "1".into(),
+            "-subj".into(),
+            "/CN=havoc-test-ca".into(),
+            "-keyout".into(),
+            p(&ca_key),
+            "-out".into(),
+            p(&ca),
+        ],
+        vec![
+            "req".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-subj".into(),
+            "/CN=havoc-test".into(),
+            "-keyout".into(),
+            p(&key),
+            "-out".into(),
+            p(&csr),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            p(&csr),
+            "-CA".into(),
+            p(&ca),
+            "-CAkey".into(),
+            p(&ca_key),
+            "-CAcreateserial".into(),
+            "-days".into(),
+            "1".into(),
+            "-extfile".into(),
+            p(&ext),
+            "-out".into(),
+            p(&cert),
+        ],
+    ];
+    let mut st = None;
+    for args in &steps {
+        let s = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(s.success(), "openssl {args:?}");
+        st = Some(s);
+    }
+    let st = st.expect("ran");
+    assert!(st.success(), "make a certificate");
+    let script = dir.path().join("tls_server.py");
+    std::fs::write(&script, PY_TLS_SERVER).expect("write server");
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &sb.server, "python3"])
+        .arg(&script)
+        .arg(&cert)
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start TLS server");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut server);
+    let url = format!("https://{}:8443/tls", http_common::SERVER_IP);
+    let get = |extra: &[&str]| {
+        let mut args = vec!["curl", "-s", "-k", "-D", "/dev/stderr", "--max-time", "5"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let o = sb.in_client(&args);
+        (
+            String::from_utf8_lossy(&o.stderr).to_ascii_lowercase(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let t0 = Instant::now();
+    while !get(&[]).1.contains("\"tls\": true") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "TLS server up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tls = json!({"certFile": cert, "keyFile": key, "caFile": ca});
+    let mut inj = inject(
+        &sb,
+        spec(json!({"target": "Response", "port": 8443, "path": "/tls",
+                    "patch": {"headers": [["X-Chaos", "tls"]],
+                              "body": {"type": "JSON", "value": "{\"patched\": true}"}},
+                    "tls": tls, "selector": {"netns": [sb.server]}})),
+    );
+    let (head, body) = get(&[]);
+    assert!(
+        head.contains("x-chaos: tls"),
+        "{head}: {}",
+        inj.effect().summary
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(doc, json!({"tls": true, "path": "/tls", "patched": true}));
+    // The client sees Havoc's certificate (here the same one), verified against it as CA.
+    let (head, _) = get(&["--cacert", ca.to_str().expect("path")]);
+    assert!(head.contains("x-chaos: tls"), "verified: {head}");
+    let e = inj.effect();
+    assert_eq!(e.metrics["http_patched"], 2.0, "{}", e.summary);
+    inj.recover().expect("recover");
+    assert!(!get(&[]).0.contains("x-chaos"), "unfaulted after recovery");
+}

@@ -14,11 +14,12 @@
 //! The `nft` helper is also journaled ([`UndoAction::KillHelper`]) for the watchdog.
 //!
 //! Limits: IPv4 only (IPv6 connections pass unfaulted); two HTTPChaos on the same namespace and
-//! port do not stack (the first redirect wins); `tls` is not implemented yet in host mode and
-//! is refused when checking the target.
+//! port do not stack (the first redirect wins). With `tls` ([`tls`]) the interceptor terminates
+//! TLS with the given certificate and talks TLS to the server.
 
 pub mod proxy;
 pub mod rules;
+pub mod tls;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -66,11 +67,11 @@ impl HttpFault {
 impl Fault for HttpFault {
     fn check(&self, target: &Target) -> Result<(), FaultError> {
         self.netns_of(target)?;
-        if self.spec.tls.is_some() {
-            return Err(FaultError::Refused {
+        if let Some(t) = &self.spec.tls {
+            tls::Tls::load(t).map_err(|e| FaultError::Refused {
                 target: target.label(),
-                reason: "HTTPChaos with tls is not implemented yet in host mode: remove tls to fault plain HTTP (h2c or HTTP/1.1)".into(),
-            });
+                reason: format!("tls: {e}: {}", error_chain(&e)),
+            })?;
         }
         Ok(())
     }
@@ -84,8 +85,15 @@ impl Fault for HttpFault {
         self.check(target)?;
         let netns = self.netns_of(target)?;
         let label = target.label();
+        let tls = match &self.spec.tls {
+            Some(t) => Some(Arc::new(tls::Tls::load(t).map_err(|e| {
+                FaultError::Other(format!("tls for {label}: {e}: {}", error_chain(&e)))
+            })?)),
+            None => None,
+        };
         let shared = Arc::new(proxy::Shared {
             rule: rules::Rule::new(self.spec.clone(), ctx.seed),
+            tls,
             stats: proxy::Stats::default(),
             mark: MARK,
         });
@@ -127,6 +135,21 @@ impl Fault for HttpFault {
 
     fn requested(&self) -> String {
         self.spec.summary()
+    }
+}
+
+/// The causes of `e`, for a message that must stand alone.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    if out.is_empty() {
+        "no further cause".into()
+    } else {
+        out.join(": ")
     }
 }
 

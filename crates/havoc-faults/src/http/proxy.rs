@@ -71,6 +71,23 @@ enum ProxyError {
     Body(#[source] hyper::Error),
 }
 
+/// An HTTP client connection of version `h2` (or HTTP/1.1) over `io`; its driver is spawned.
+async fn handshake<I>(io: I, h2: bool) -> Result<Upstream, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if h2 {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        Ok(Upstream::H2(send))
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        Ok(Upstream::H1(send))
+    }
+}
+
 enum Upstream {
     H1(hyper::client::conn::http1::SendRequest<Body>),
     H2(hyper::client::conn::http2::SendRequest<Body>),
@@ -79,6 +96,9 @@ enum Upstream {
 struct Conn {
     dst: SocketAddrV4,
     mark: u32,
+    tls: Option<Arc<super::tls::Tls>>,
+    /// The client's TLS server name, presented to the server in turn.
+    sni: Option<String>,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
 }
 
@@ -95,19 +115,20 @@ impl Conn {
             .await
             .map_err(|e| up(e.into()))?;
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
-        if h2 {
-            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| up(e.into()))?;
-            tokio::spawn(conn);
-            Ok(Upstream::H2(send))
-        } else {
-            let (send, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| up(e.into()))?;
-            tokio::spawn(conn);
-            Ok(Upstream::H1(send))
+        match &self.tls {
+            None => handshake(stream, h2).await.map_err(|e| up(e.into())),
+            Some(tls) => {
+                // An HTTP/2 client is offered both protocols upstream: a server without h2
+                // gets its exchanges as HTTP/1.1 (see `to_http1`).
+                let connector = if h2 { &tls.h2 } else { &tls.h1 };
+                let name = super::tls::server_name(self.sni.as_deref(), self.dst);
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| up(e.into()))?;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                handshake(stream, h2).await.map_err(|e| up(e.into()))
+            }
         }
     }
 
@@ -120,7 +141,8 @@ impl Conn {
         };
         let mut guard = self.upstream.lock().await;
         let usable = match guard.as_mut() {
-            Some(Upstream::H1(s)) => !h2 && s.ready().await.is_ok(),
+            // Over TLS an HTTP/2 client may be served by an HTTP/1.1 upstream (ALPN fallback).
+            Some(Upstream::H1(s)) => (!h2 || self.tls.is_some()) && s.ready().await.is_ok(),
             Some(Upstream::H2(s)) => h2 && s.ready().await.is_ok(),
             None => false,
         };
@@ -129,6 +151,7 @@ impl Conn {
         }
         match guard.as_mut().expect("connected above") {
             Upstream::H1(s) => {
+                let req = to_http1(req);
                 s.ready().await.map_err(up)?;
                 // HTTP/1.1 is one exchange at a time: hold the connection until the head is in.
                 s.send_request(req).await.map_err(up)
@@ -143,9 +166,34 @@ impl Conn {
     }
 }
 
+/// An HTTP/2 request as HTTP/1.1: origin-form target and a Host header from the authority.
+fn to_http1(mut req: Request<Body>) -> Request<Body> {
+    if req.version() != Version::HTTP_2 {
+        return req;
+    }
+    *req.version_mut() = Version::HTTP_11;
+    if let Some(auth) = req.uri().authority().cloned() {
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Ok(v) = http::HeaderValue::from_str(auth.as_str()) {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+        }
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if let Ok(u) = pq.parse() {
+        *req.uri_mut() = u;
+    }
+    req
+}
+
 /// Shared by every connection of one interceptor.
 pub struct Shared {
     pub rule: Rule,
+    pub tls: Option<Arc<super::tls::Tls>>,
     pub stats: Stats,
     pub mark: u32,
 }
@@ -173,22 +221,41 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn {
-            dst,
-            mark: shared.mark,
-            upstream: tokio::sync::Mutex::new(None),
-        });
         let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let conn = conn.clone();
-                let shared = shared.clone();
-                async move { exchange(&shared, &conn, req).await }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            match shared.tls.clone() {
+                None => serve_conn(stream, shared, dst, None).await,
+                Some(tls) => {
+                    let Ok(stream) = tls.acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let sni = stream.get_ref().1.server_name().map(str::to_string);
+                    serve_conn(stream, shared, dst, sni).await
+                }
+            }
         });
     }
+}
+
+/// Serves one client connection (plain or TLS), HTTP/1.1 or h2c/h2.
+async fn serve_conn<I>(io: I, shared: Arc<Shared>, dst: SocketAddrV4, sni: Option<String>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Conn {
+        dst,
+        mark: shared.mark,
+        tls: shared.tls.clone(),
+        sni,
+        upstream: tokio::sync::Mutex::new(None),
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        async move { exchange(&shared, &conn, req).await }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
 }
 
 fn full(b: Bytes) -> Body {
