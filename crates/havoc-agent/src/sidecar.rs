@@ -260,11 +260,10 @@ fn resolve(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<havoc_faults::Target>, String> {
     let sel = f.spec.selector();
-    let r = match f.spec {
-        FaultSpec::NetworkChaos(_) => {
-            havoc_engine::resolve::resolve_netns(&f.name, sel, protect, rng)
-        }
-        _ => havoc_engine::resolve::resolve_processes(&f.name, sel, protect, rng),
+    let r = if f.spec.targets_network_namespaces() {
+        havoc_engine::resolve::resolve_netns(&f.name, sel, protect, rng)
+    } else {
+        havoc_engine::resolve::resolve_processes(&f.name, sel, protect, rng)
     };
     r.map_err(|e| e.to_string())
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use havoc_faults::{Fault, Target};
-use havoc_spec::{Experiment, FaultEntry, FaultSpec};
+use havoc_spec::{Experiment, FaultEntry};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -72,11 +72,10 @@ pub fn plan(experiment: &Experiment, seed: u64, protect: &Protection) -> Result<
     for entry in &experiment.spec.faults {
         let mut rng = ChaCha8Rng::seed_from_u64(fault_seed(seed, &entry.name));
         let sel = entry.spec.selector();
-        let targets = match &entry.spec {
-            FaultSpec::NetworkChaos(_) => {
-                resolve::resolve_netns(&entry.name, sel, protect, &mut rng)?
-            }
-            _ => resolve::resolve_processes(&entry.name, sel, protect, &mut rng)?,
+        let targets = if entry.spec.targets_network_namespaces() {
+            resolve::resolve_netns(&entry.name, sel, protect, &mut rng)?
+        } else {
+            resolve::resolve_processes(&entry.name, sel, protect, &mut rng)?
         };
         let fault = havoc_faults::build(&entry.spec);
         let mut ok = Vec::with_capacity(targets.len());

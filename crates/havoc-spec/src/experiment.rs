@@ -128,6 +128,15 @@ impl FaultSpec {
         }
     }
 
+    /// True for the kinds whose targets are network namespaces (a process selector picks the
+    /// processes' namespaces, each once), false for those that act on processes.
+    pub fn targets_network_namespaces(&self) -> bool {
+        matches!(
+            self,
+            FaultSpec::NetworkChaos(_) | FaultSpec::DNSChaos(_) | FaultSpec::HTTPChaos(_)
+        )
+    }
+
     pub fn selector(&self) -> &crate::selector::Selector {
         match self {
             FaultSpec::ProcessChaos(f) => &f.selector,

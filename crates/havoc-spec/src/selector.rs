@@ -99,13 +99,13 @@ impl Selector {
             if !self.netns.is_empty() {
                 p.add(
                     &path.key("netns"),
-                    "netns selects network namespaces and only applies to NetworkChaos",
+                    "netns selects network namespaces and only applies to NetworkChaos, DNSChaos and HTTPChaos",
                 );
             }
             if self.host {
                 p.add(
                     &path.key("host"),
-                    "host selects the host network namespace and only applies to NetworkChaos",
+                    "host selects the host network namespace and only applies to NetworkChaos, DNSChaos and HTTPChaos",
                 );
             }
         } else if (self.host || !self.netns.is_empty()) && self.selects_processes() {

@@ -110,7 +110,7 @@ fn impossible_combinations_are_errors() {
     // netns on a process fault
     assert_error(
         "    - name: p\n      kind: ProcessChaos\n      action: kill\n      selector: { netns: [x] }\n",
-        "x.yaml:10:26: spec.faults[0].selector.netns: netns selects network namespaces and only applies to NetworkChaos",
+        "x.yaml:10:26: spec.faults[0].selector.netns: netns selects network namespaces and only applies to NetworkChaos, DNSChaos and HTTPChaos",
     );
 }
 
@@ -122,7 +122,7 @@ fn unknown_enum_values_and_kinds_suggest_the_closest() {
     );
     assert_error(
         "    - name: p\n      kind: ProcesChaos\n      action: pause\n      selector: { pids: [42] }\n",
-        "x.yaml:8:13: spec.faults[0].kind: unknown fault kind `ProcesChaos`: did you mean `ProcessChaos`? expected one of ProcessChaos, StressChaos, NetworkChaos, IOChaos, TimeChaos, SyscallChaos",
+        "x.yaml:8:13: spec.faults[0].kind: unknown fault kind `ProcesChaos`: did you mean `ProcessChaos`? expected one of ProcessChaos, StressChaos, NetworkChaos, IOChaos, TimeChaos, SyscallChaos, DNSChaos, HTTPChaos",
     );
     assert_error(
         "    - name: p\n      kind: ProcessChaos\n      action: signal\n      signal: SIGTREM\n      selector: { pids: [42] }\n",
