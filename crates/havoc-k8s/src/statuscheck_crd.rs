@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use havoc_spec::error::Problems;
 use havoc_spec::units::HumanDuration;
 use havoc_spec::FieldPath;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -99,8 +99,8 @@ pub struct HttpStatusCheck {
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.mode != 'Continuous' || has(self.duration)")
-        .message("a standalone Continuous check needs duration (it would never end)"),
+    validation = Rule::new("self.http.url.startsWith('http://') || self.http.url.startsWith('https://')")
+        .message("http.url must be an http:// or https:// URL"),
 )]
 pub struct StatusCheckSpec {
     #[serde(default)]
@@ -153,7 +153,7 @@ impl StatusCheckSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckRecord {
-    pub start_time: Time,
+    pub start_time: MicroTime,
     /// `Success` or `Failure`.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

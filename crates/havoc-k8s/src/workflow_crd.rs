@@ -28,7 +28,7 @@ use havoc_spec::workflow::{
     TemplateKind, Tree, WorkOutcome, MAX_CHILDREN, MAX_NODES, MAX_TEMPLATES,
 };
 use havoc_spec::FieldPath;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -216,11 +216,11 @@ pub struct WorkflowNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
+    pub start_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<Time>,
+    pub end_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Time>,
+    pub deadline: Option<MicroTime>,
     /// The object this node created: `PodChaos/wf-3-kill`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child: Option<String>,
@@ -252,9 +252,9 @@ pub struct WorkflowStatus {
     #[serde(default)]
     pub phase: WorkflowPhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
+    pub start_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<Time>,
+    pub end_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The tree of nodes (at most 1000), index = position.
@@ -797,9 +797,9 @@ impl Machine {
     }
 }
 
-/// A k8s `Time` from unix milliseconds.
-pub fn time_ms(ms: i64) -> Time {
-    Time(
+/// A k8s `MicroTime` (microseconds on the wire; `Time` has whole seconds) from unix milliseconds.
+pub fn time_ms(ms: i64) -> MicroTime {
+    MicroTime(
         k8s_openapi::jiff::Timestamp::from_millisecond(ms)
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     )

@@ -30,7 +30,7 @@ use havoc_k8s::workflow_crd::Workflow;
 use havoc_k8s::{NetworkChaos, PodChaos, StressChaos};
 use havoc_spec::schedule::{admit, due, DateTime, Utc};
 use havoc_spec::FieldPath;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -62,6 +62,13 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) fn time_of(ms: i64) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+pub(crate) fn micro_of(ms: i64) -> MicroTime {
     havoc_k8s::workflow_crd::time_ms(ms)
 }
 
@@ -335,8 +342,11 @@ pub async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Er
             let running = runs.iter().filter(|r| r.running).count();
             if admit(plan.policy, running) {
                 let run = run_name(&name, t.timestamp());
+                // Counted whether this operator made the run or found it made (by another
+                // operator, or by this one before a restart): the count is written with the
+                // mark under the resourceVersion precondition, so exactly one writer counts it.
+                st.runs += 1;
                 if create_run(&ctx, &s, &ns, &run).await? {
-                    st.runs += 1;
                     events.push((
                         EventType::Normal,
                         "Run",

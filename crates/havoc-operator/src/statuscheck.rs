@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::controller::{chain, Context, Error};
-use crate::schedule::{conflict, kube_err, ms_of, now_ms, publish, time_of};
+use crate::schedule::{conflict, kube_err, micro_of, ms_of, now_ms, publish, time_of};
 
 /// One HTTP request; `Ok(status code)` or why it failed.
 pub async fn http_probe(
@@ -151,11 +151,24 @@ pub async fn reconcile(c: Arc<StatusCheck>, ctx: Arc<Context>) -> Result<Action,
             return Ok(Action::await_change());
         }
     };
+    if spec.mode == CheckMode::Continuous && spec.duration.is_none() {
+        // In a workflow the node's deadline bounds it (the workflow sets its duration).
+        publish(
+            &ctx,
+            &*c,
+            EventType::Warning,
+            "Invalid",
+            "spec.duration: a standalone Continuous check needs duration (it would never end)"
+                .into(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
     let now = now_ms();
     let mut st = old.clone();
     let started = ms_of(st.start_time.get_or_insert_with(|| time_of(now)));
     let interval = spec.interval().as_millis() as i64;
-    let last = st.records.last().map(|r| ms_of(&r.start_time));
+    let last = st.records.last().map(|r| r.start_time.0.as_millisecond());
     let mut verdict: Option<(CheckVerdict, &str, String)> = None;
     let ends = spec
         .duration
@@ -178,7 +191,7 @@ pub async fn reconcile(c: Arc<StatusCheck>, ctx: Arc<Context>) -> Result<Action,
         st.consecutive_successes = tracker.consecutive_ok;
         st.consecutive_failures = tracker.consecutive_failed;
         st.records.push(CheckRecord {
-            start_time: time_of(rec.at_unix_ms as i64),
+            start_time: micro_of(rec.at_unix_ms as i64),
             outcome: if rec.ok { "Success" } else { "Failure" }.into(),
             message: rec.message.clone(),
         });

@@ -37,8 +37,8 @@ use serde_json::json;
 
 use crate::controller::{chain, Context, Error};
 use crate::schedule::{
-    already_exists, child_meta, conflict, is_annotated, kube_err, not_found, now_ms, publish,
-    time_of,
+    already_exists, child_meta, conflict, is_annotated, kube_err, micro_of, not_found, now_ms,
+    publish,
 };
 
 /// How often running steps are looked at besides the watches on children.
@@ -342,7 +342,7 @@ pub async fn reconcile(w: Arc<Workflow>, ctx: Arc<Context>) -> Result<Action, Er
             let mut st = old.clone();
             st.phase = WorkflowPhase::Failed;
             st.message = Some(e.to_string());
-            st.end_time = Some(time_of(now_ms()));
+            st.end_time = Some(micro_of(now_ms()));
             match write(st).await {
                 Ok(_) => {}
                 Err(e) if conflict(&e) => return Ok(Action::requeue(Duration::from_millis(100))),
@@ -415,9 +415,9 @@ pub async fn reconcile(w: Arc<Workflow>, ctx: Arc<Context>) -> Result<Action, Er
         WorkflowPhase::Pending => WorkflowPhase::Running,
         p => p,
     };
-    st.start_time.get_or_insert_with(|| time_of(now as i64));
+    st.start_time.get_or_insert_with(|| micro_of(now as i64));
     if st.phase.is_done() {
-        st.end_time = Some(time_of(now_ms()));
+        st.end_time = Some(micro_of(now_ms()));
         st.message = m
             .tree
             .abort_reason()
