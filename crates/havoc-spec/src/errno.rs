@@ -140,8 +140,12 @@ impl<'de> Deserialize<'de> for Errno {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Errno, E> {
                 self.visit_str(&v.to_string())
             }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Errno, E> {
+                self.visit_str(&v.to_string())
+            }
         }
-        d.deserialize_str(V)
+        // Any: the API server stores `errno: 5` as a JSON number.
+        d.deserialize_any(V)
     }
 }
 
@@ -171,5 +175,18 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), ERRNOS.len());
+    }
+
+    #[test]
+    fn json_numbers_deserialize_as_the_api_server_stores_them() {
+        let e: Errno = serde_json::from_value(serde_json::json!(5)).expect("integer");
+        assert_eq!(e, Errno(5));
+        let e: Errno = serde_json::from_value(serde_json::json!("EACCES")).expect("name");
+        assert_eq!(e, Errno(13));
+        let e: Errno = serde_json::from_value(serde_json::json!(111.0)).expect("float");
+        assert_eq!(e.to_string(), "ECONNREFUSED");
+        assert!(serde_json::from_value::<Errno>(serde_json::json!(0)).is_err());
+        assert!(serde_json::from_value::<Errno>(serde_json::json!(-5)).is_err());
+        assert!(serde_json::from_value::<Errno>(serde_json::json!([5])).is_err());
     }
 }

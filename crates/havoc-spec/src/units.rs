@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// Implements Deserialize (from a string or number scalar) and Serialize (as the Display form).
+///
+/// `deserialize_any`, not `deserialize_str`: self-describing formats hand a number to
+/// `visit_u64`/`visit_i64`/`visit_f64` (the API server stores `percent: 50` as a JSON number),
+/// and YAML text reaches `visit_str` unchanged.
 macro_rules! text_value {
     ($ty:ty, $expecting:expr) => {
         impl<'de> Deserialize<'de> for $ty {
@@ -33,7 +37,7 @@ macro_rules! text_value {
                         self.visit_str(&v.to_string())
                     }
                 }
-                d.deserialize_str(V)
+                d.deserialize_any(V)
             }
         }
 
@@ -499,5 +503,25 @@ mod tests {
         assert!("150".parse::<Percent>().is_err());
         assert_eq!("10mbit".parse::<Rate>().expect("ok").0, 10_000_000);
         assert_eq!("1mbps".parse::<Rate>().expect("ok").0, 8_000_000);
+    }
+
+    #[test]
+    fn json_numbers_deserialize_as_the_api_server_stores_them() {
+        // kubectl apply of `percent: 50` is stored and read back as a JSON number.
+        let p: Percent = serde_json::from_value(serde_json::json!(50)).expect("integer");
+        assert_eq!(p.0, 50.0);
+        let p: Percent = serde_json::from_value(serde_json::json!(12.5)).expect("float");
+        assert_eq!(p.0, 12.5);
+        let p: Percent = serde_json::from_value(serde_json::json!("30")).expect("text");
+        assert_eq!(p.0, 30.0);
+        let e = serde_json::from_value::<Percent>(serde_json::json!(150)).expect_err("range");
+        assert!(e.to_string().contains("150"), "{e}");
+        let e = serde_json::from_value::<Percent>(serde_json::json!(-1)).expect_err("negative");
+        assert!(e.to_string().contains("-1"), "{e}");
+        let s: Signal = serde_json::from_value(serde_json::json!(9)).expect("signal number");
+        assert_eq!(s, Signal::KILL);
+        assert!(serde_json::from_value::<Percent>(serde_json::json!(true)).is_err());
+        // Serialized as text, as before.
+        assert_eq!(serde_json::to_value(Percent(50.0)).unwrap(), "50");
     }
 }
