@@ -10,6 +10,7 @@ mod chaos_mesh;
 pub mod convert;
 pub mod crd;
 pub mod policy;
+pub mod program_convert;
 pub mod schedule_crd;
 pub mod selector;
 pub mod status;
