@@ -292,17 +292,19 @@ pub fn checked_process(pid: i32, protect: &Protection) -> Result<ProcInfo, Resol
 /// are not TimeChaos or SyscallChaos targets: one injection holds one target.
 pub fn target_for(spec: &FaultSpec, p: &ProcInfo, label: &str) -> Target {
     match spec {
-        FaultSpec::NetworkChaos(_) => Target::Netns {
-            path: procinfo::netns_path(p.pid),
-            label: label.to_string(),
-        },
+        // DNSChaos and HTTPChaos intercept in the pod's network namespace (shared by all its
+        // containers), as host mode does with a netns selector.
+        FaultSpec::NetworkChaos(_) | FaultSpec::DNSChaos(_) | FaultSpec::HTTPChaos(_) => {
+            Target::Netns {
+                path: procinfo::netns_path(p.pid),
+                label: label.to_string(),
+            }
+        }
         FaultSpec::ProcessChaos(_)
         | FaultSpec::StressChaos(_)
         | FaultSpec::IOChaos(_)
         | FaultSpec::TimeChaos(_)
-        | FaultSpec::SyscallChaos(_)
-        | FaultSpec::DNSChaos(_)
-        | FaultSpec::HTTPChaos(_) => Target::Process {
+        | FaultSpec::SyscallChaos(_) => Target::Process {
             pid: p.pid,
             start_time: p.start_time,
             name: p.comm.clone(),
@@ -375,14 +377,20 @@ mod tests {
                 other => panic!("{json}: {other:?}"),
             }
         }
-        let f = crate::fault::parse_fault_json(
+        for json in [
             r#"{"kind": "NetworkChaos", "spec": {"action": "loss", "loss": {"loss": "5"}}}"#,
-        )
-        .expect("valid");
-        assert!(matches!(
-            target_for(&f.spec, &me, "container x"),
-            Target::Netns { .. }
-        ));
+            r#"{"kind": "DNSChaos", "spec": {"action": "error", "patterns": ["example.com"]}}"#,
+            r#"{"kind": "HTTPChaos", "spec": {"target": "Request", "port": 80, "abort": true}}"#,
+        ] {
+            let f = crate::fault::parse_fault_json(json)
+                .unwrap_or_else(|e| panic!("{}", e.render("fault_json")));
+            match target_for(&f.spec, &me, "container x") {
+                Target::Netns { path, .. } => {
+                    assert_eq!(path, procinfo::netns_path(me.pid), "{json}")
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
     }
 
     #[test]
