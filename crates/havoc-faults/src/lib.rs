@@ -21,6 +21,7 @@ pub mod io;
 pub mod network;
 pub mod process;
 pub mod procinfo;
+pub mod redirect;
 pub mod stress;
 pub mod syscall;
 pub mod time;

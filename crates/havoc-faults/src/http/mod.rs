@@ -2,7 +2,8 @@
 //! transparent interception in the server's network namespace.
 //!
 //! Injecting starts an interceptor ([`proxy`]) on a thread whose tokio runtime lives in the
-//! target's network namespace, listening on an ephemeral port there, then adds an nftables table
+//! target's network namespace, listening on an ephemeral port there ([`crate::redirect`], shared
+//! with DNSChaos's TCP path), then adds an nftables table
 //! with `flags owner` ([`havoc_sys::nft::OwnedTable`]) that redirects TCP to the server's `port`
 //! (from other namespaces at prerouting, from local clients at output) to the interceptor,
 //! except connections carrying [`MARK`]: the interceptor's own connections to the server.
@@ -21,7 +22,6 @@ pub mod proxy;
 pub mod rules;
 pub mod tls;
 
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,11 +29,12 @@ use std::time::Instant;
 
 use havoc_sys::nft::OwnedTable;
 
+use crate::redirect::{redirect_table, NetnsServer, Traffic};
+
 use crate::{Context, Effect, Fault, FaultError, Injection, Target, UndoAction};
 
 /// The socket mark of the interceptors' own connections to servers; redirect rules skip it.
-/// One value for every HTTPChaos, so interceptors never redirect each other's traffic in a loop.
-pub const MARK: u32 = 0x4856_0001;
+pub use crate::redirect::MARK;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -97,25 +98,22 @@ impl Fault for HttpFault {
             stats: proxy::Stats::default(),
             mark: MARK,
         });
-        let interceptor =
-            Interceptor::start(&netns, shared.clone()).map_err(|e| FaultError::Io {
-                action: "start the HTTP interceptor in".into(),
-                target: label.clone(),
-                source: e,
-            })?;
+        let serve_shared = shared.clone();
+        let interceptor = NetnsServer::start(&netns, "havoc-http", move |listener, stop| {
+            proxy::serve(listener, serve_shared, stop)
+        })
+        .map_err(|e| FaultError::Io {
+            action: "start the HTTP interceptor in".into(),
+            target: label.clone(),
+            source: e,
+        })?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("havoc_http_{}_{id}", std::process::id());
-        let port = self.spec.port;
-        let to = interceptor.port;
-        let commands = vec![
-            format!("add chain ip {name} pre {{ type nat hook prerouting priority dstnat; policy accept; }}"),
-            format!("add rule ip {name} pre tcp dport {port} meta mark != {MARK:#x} redirect to :{to}"),
-            format!("add chain ip {name} out {{ type nat hook output priority -100; policy accept; }}"),
-            format!("add rule ip {name} out tcp dport {port} fib daddr type local meta mark != {MARK:#x} redirect to :{to}"),
-        ];
-        let table = OwnedTable::create(&netns, "ip", &name, &commands).map_err(|e| {
-            FaultError::Other(format!("failed to add the HTTP redirect in {label}: {e}"))
-        })?;
+        let (port, to) = (self.spec.port, interceptor.port());
+        let table =
+            redirect_table(&netns, &name, port, Traffic::ToLocalServer, to).map_err(|e| {
+                FaultError::Other(format!("failed to add the HTTP redirect in {label}: {e}"))
+            })?;
         let helper =
             crate::procinfo::ProcInfo::read(table.pid() as i32).map(|p| UndoAction::KillHelper {
                 pid: p.pid,
@@ -153,101 +151,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
 }
 
-/// The interceptor's thread and runtime, inside the target's namespace.
-struct Interceptor {
-    port: u16,
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Interceptor {
-    fn start(netns: &std::path::Path, shared: Arc<proxy::Shared>) -> std::io::Result<Self> {
-        let ns = Arc::new(std::fs::File::open(netns)?);
-        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<u16>>();
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("havoc-http".into())
-            .spawn(move || {
-                let enter = {
-                    let ns = ns.clone();
-                    move || -> std::io::Result<()> {
-                        rustix::thread::move_into_link_name_space(
-                            ns.as_fd(),
-                            Some(rustix::thread::LinkNameSpaceType::Network),
-                        )
-                        .map_err(std::io::Error::from)
-                    }
-                };
-                let setup = || -> std::io::Result<(tokio::runtime::Runtime, std::net::TcpListener)> {
-                    enter()?;
-                    let listener = std::net::TcpListener::bind("0.0.0.0:0")?;
-                    listener.set_nonblocking(true)?;
-                    let on_start = enter.clone();
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .thread_name("havoc-http-worker")
-                        .on_thread_start(move || {
-                            // Every worker lives in the namespace: upstream sockets are made there.
-                            if let Err(e) = on_start() {
-                                tracing::error!(error = %e, "HTTP interceptor worker could not enter the namespace");
-                            }
-                        })
-                        .enable_all()
-                        .build()?;
-                    Ok((rt, listener))
-                };
-                let (rt, listener) = match setup() {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-                let listener = {
-                    let _g = rt.enter();
-                    tokio::net::TcpListener::from_std(listener)
-                };
-                let listener = match listener {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = tx.send(Ok(port));
-                rt.block_on(proxy::serve(listener, shared, stop_rx));
-                rt.shutdown_timeout(proxy::STOP_GRACE);
-            })?;
-        let port = rx.recv().map_err(|_| {
-            std::io::Error::other("the interceptor thread ended before listening")
-        })??;
-        Ok(Interceptor {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Interceptor {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 struct HttpInjection {
     requested: String,
     target: String,
     table: Option<OwnedTable>,
-    interceptor: Option<Interceptor>,
+    interceptor: Option<NetnsServer>,
     shared: Arc<proxy::Shared>,
     since: Instant,
     until: Option<Instant>,

@@ -8,10 +8,9 @@
 //! bodies streamed; a body is buffered only when a rule rewrites it.
 
 use std::net::SocketAddrV4;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -108,13 +107,9 @@ impl Conn {
             dst: self.dst,
             source: e,
         };
-        let sock = tokio::net::TcpSocket::new_v4().map_err(|e| up(e.into()))?;
-        havoc_sys::nft::set_mark(sock.as_fd(), self.mark).map_err(|e| up(e.into()))?;
-        let stream = sock
-            .connect(self.dst.into())
+        let stream = crate::redirect::connect_marked(self.dst, self.mark)
             .await
             .map_err(|e| up(e.into()))?;
-        let _ = stream.set_nodelay(true);
         match &self.tls {
             None => handshake(stream, h2).await.map_err(|e| up(e.into())),
             Some(tls) => {
@@ -204,22 +199,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let own_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        let Ok((stream, _peer)) = accepted else {
-            continue;
-        };
-        let Ok(dst) = havoc_sys::nft::original_dst(stream.as_fd()) else {
-            continue; // not a redirected connection
-        };
-        if dst.port() == own_port && dst.ip().is_loopback() {
-            continue; // someone connected to the interceptor itself
-        }
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, dst)) = crate::redirect::accept_redirected(&listener, &mut stop).await {
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -374,6 +354,3 @@ pub fn percentile(v: &mut [u64], p: f64) -> Option<u64> {
     let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
     Some(v[i.min(v.len() - 1)])
 }
-
-/// How long the interceptor waits for open exchanges when it stops.
-pub const STOP_GRACE: Duration = Duration::from_millis(300);
