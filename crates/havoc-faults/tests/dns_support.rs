@@ -1,9 +1,11 @@
 //! Shared by the DNSChaos tests and benchmark: a client namespace and a server namespace joined
-//! by a veth, dnsmasq answering in the server namespace, and a UDP DNS client whose socket lives
-//! in the client namespace. Everything is removed in `Drop`.
+//! by a veth, dnsmasq answering in the server namespace (UDP and TCP), and DNS clients whose
+//! sockets live in the client namespace: UDP, TCP (several queries on one connection) and `dig`.
+//! Everything is removed in `Drop`.
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -184,6 +186,48 @@ impl DnsLab {
         DnsClient { sock, next_id: 1 }
     }
 
+    /// A TCP connection to dnsmasq's port 53, made inside the client namespace.
+    pub fn client_tcp(&self) -> TcpDnsClient {
+        let server = SocketAddr::from((self.server_addr, 53));
+        let sock = self
+            .client_netns()
+            .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(2)))
+            .expect("enter client netns")
+            .expect("client TCP connection");
+        sock.set_nodelay(true).expect("nodelay");
+        TcpDnsClient {
+            sock,
+            next_id: 1,
+            buf: Vec::new(),
+        }
+    }
+
+    /// `dig +tcp` (or over UDP) from the client namespace: `STATUS ADDRESSES` of one A query
+    /// (one try, 2 s timeout), e.g. `NOERROR 10.9.9.1` or `SERVFAIL`.
+    pub fn dig(&self, name: &str, tcp: bool) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "dig", "+tries=1", "+time=2"])
+            .args(tcp.then_some("+tcp"))
+            .arg(format!("@{}", self.server_addr))
+            .args([name, "A", "+noall", "+comments", "+answer"])
+            .output()
+            .expect("dig");
+        dig_summary(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Names of nftables tables in the client namespace that belong to Havoc.
+    pub fn havoc_tables(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "nft", "list", "tables"])
+            .output()
+            .expect("nft list tables");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("havoc"))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Names of iptables chains in the client namespace that belong to Havoc.
     pub fn havoc_chains(&self) -> Vec<String> {
         let out = Command::new("ip")
@@ -286,6 +330,151 @@ impl DnsClient {
                 authoritative: r.metadata.authoritative,
             });
         }
+    }
+}
+
+/// `STATUS ADDRESSES` from dig's `+noall +comments +answer` output.
+pub fn dig_summary(text: &str) -> String {
+    let status = text
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO-ANSWER")
+        .to_string();
+    let addrs: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    format!("{status} {}", addrs.join(",")).trim().to_string()
+}
+
+/// What a DNS answer says, from its wire form.
+pub fn read_answer(wire: &[u8]) -> Option<(u16, Answer)> {
+    let r = Message::from_vec(wire).ok()?;
+    let mut addrs = Vec::new();
+    let mut ttls = Vec::new();
+    for rec in &r.answers {
+        match &rec.data {
+            RData::A(a) => addrs.push(a.0.into()),
+            RData::AAAA(a) => addrs.push(a.0.into()),
+            _ => continue,
+        }
+        ttls.push(rec.ttl);
+    }
+    Some((
+        r.metadata.id,
+        Answer {
+            rcode: r.metadata.response_code,
+            addrs,
+            ttls,
+            authoritative: r.metadata.authoritative,
+        },
+    ))
+}
+
+/// A DNS client on one TCP connection: queries can be sent back to back before any answer is
+/// read (pipelining), answers are read in whatever order they come.
+pub struct TcpDnsClient {
+    sock: TcpStream,
+    next_id: u16,
+    buf: Vec<u8>,
+}
+
+impl TcpDnsClient {
+    /// Sends one length-prefixed query; returns its id.
+    pub fn send(&mut self, name: &str, t: RecordType) -> u16 {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.metadata.recursion_desired = true;
+        m.queries
+            .push(Query::query(Name::from_ascii(name).expect("name"), t));
+        let wire = m.to_vec().expect("encode");
+        let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&wire);
+        self.sock.write_all(&framed).expect("send over TCP");
+        id
+    }
+
+    /// Sends several queries in one write (one segment): pipelined for sure.
+    pub fn send_all(&mut self, queries: &[(&str, RecordType)]) -> Vec<u16> {
+        let mut framed = Vec::new();
+        let mut ids = Vec::new();
+        for (name, t) in queries {
+            self.next_id = self.next_id.wrapping_add(1);
+            let mut m = Message::query();
+            m.metadata.id = self.next_id;
+            m.metadata.recursion_desired = true;
+            m.queries
+                .push(Query::query(Name::from_ascii(*name).expect("name"), *t));
+            let wire = m.to_vec().expect("encode");
+            framed.extend_from_slice(&(wire.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&wire);
+            ids.push(self.next_id);
+        }
+        self.sock.write_all(&framed).expect("send over TCP");
+        ids
+    }
+
+    /// The next answer on the connection (id and content), within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Result<(u16, Answer), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.buf.len() >= 2 {
+                let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
+                if self.buf.len() >= 2 + len {
+                    let wire: Vec<u8> = self.buf.drain(..2 + len).skip(2).collect();
+                    return read_answer(&wire).ok_or_else(|| "unreadable answer".to_string());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no answer within {timeout:?}"));
+            }
+            self.sock
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let mut chunk = [0u8; 4096];
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// One query and its answer.
+    pub fn query(
+        &mut self,
+        name: &str,
+        t: RecordType,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        let id = self.send(name, t);
+        let (got, a) = self.recv(timeout)?;
+        if got != id {
+            return Err(format!("answer for id {got}, expected {id}"));
+        }
+        Ok(a)
+    }
+
+    /// Closes the sending side (the server sees end of stream) and reads to the end: true if
+    /// the connection ends cleanly within `timeout` with nothing more to read.
+    pub fn finish(mut self, timeout: Duration) -> bool {
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        let _ = self.sock.set_read_timeout(Some(timeout));
+        let mut rest = Vec::new();
+        matches!(self.sock.read_to_end(&mut rest), Ok(_)) && rest.is_empty() && self.buf.is_empty()
     }
 }
 

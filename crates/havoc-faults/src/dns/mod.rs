@@ -1,38 +1,52 @@
 //! `DNSChaos`: the target's DNS queries for matching names are answered by Havoc (SERVFAIL or a
 //! random address) or held, in the target's own network namespace; every other query goes to the
-//! server the target addressed, unchanged. resolv.conf is never edited.
+//! server the target addressed, unchanged. resolv.conf is never edited. One decision code
+//! ([`DnsRules`]) serves both transports, with one random stream and one set of counters.
 //!
-//! Mechanism ([`havoc_netem::intercept`]): `-p udp --dport 53` packets the namespace sends go
-//! through an NFQUEUE (`--queue-bypass`) in mangle OUTPUT. Havoc parses each query with
-//! hickory-proto: a non-matching one is accepted at once; a hit one is either held and then
-//! accepted (`delay`), or dropped and answered from the server's address through a raw socket
-//! (`error`, `random`, optionally `delay` late). Dropping and answering was chosen over rewriting
-//! the query into an answer in place: a rewritten packet keeps the query's conntrack entry and
-//! route, and leaves the namespace's OUTPUT path with swapped addresses, while an answer sent
-//! from a raw socket is an ordinary arriving datagram.
+//! UDP ([`havoc_netem::intercept`]): `-p udp --dport 53` packets the namespace sends go through
+//! an NFQUEUE (`--queue-bypass`) in mangle OUTPUT. Havoc parses each query with hickory-proto: a
+//! non-matching one is accepted at once; a hit one is either held and then accepted (`delay`),
+//! or dropped and answered from the server's address through a raw socket (`error`, `random`,
+//! optionally `delay` late). Dropping and answering was chosen over rewriting the query into an
+//! answer in place: a rewritten packet keeps the query's conntrack entry and route, and leaves
+//! the namespace's OUTPUT path with swapped addresses, while an answer sent from a raw socket is
+//! an ordinary arriving datagram.
 //!
-//! Fail-open: if Havoc dies, the kernel bypasses the queue at once (new queries pass unfaulted;
-//! a query held at that instant is lost and retried by its client). The chain is journaled
-//! ([`UndoAction::RemoveDelayRules`]) so the watchdog and `havoc recover` remove it.
+//! TCP ([`tcp`], on [`crate::redirect`] like HTTPChaos): an owned nftables table redirects the
+//! connections the namespace opens to port 53 (any address) to a listener Havoc runs there. Each
+//! length-prefixed message is decided by the same rules: hit queries are answered on the
+//! connection (after `delay` if any), the rest are forwarded unchanged to the original server
+//! over one marked upstream connection per client connection, so pipelined queries stay on one
+//! connection and answers may come back out of order (RFC 7766 allows it; ids match them).
 //!
-//! Not intercepted: DNS over TCP (port 53) passes unfaulted; the report says so.
+//! Fail-open: if Havoc dies, the kernel bypasses the queue at once (new UDP queries pass
+//! unfaulted; a query held at that instant is lost and retried by its client), and deletes the
+//! owned table with its `nft` session (new TCP connections go straight to the server; those
+//! open through Havoc end). The chain is journaled ([`UndoAction::RemoveDelayRules`]) so the
+//! watchdog and `havoc recover` remove it; the `nft` helper is journaled too.
+//!
+//! Not intercepted: DNS over TCP to IPv6 servers (the redirect is IPv4 only); the report says so.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use havoc_netem::intercept::{Decision, Handler, InterceptConfig, Interceptor, Verdict};
 use havoc_spec::dns::{DNSChaos, DnsAction, RANDOM_TTL};
 use havoc_sys::netns::NetNs;
+use havoc_sys::nft::OwnedTable;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::redirect::{redirect_table, NetnsServer, Traffic};
 use crate::{Context, Effect, Fault, FaultError, Injection, Target, UndoAction};
+
+pub mod tcp;
 
 /// Distinguishes the faults of one process in chain tags.
 static NEXT_FAULT: AtomicU64 = AtomicU64::new(0);
@@ -93,24 +107,57 @@ impl Fault for DnsFault {
 
     fn inject(&self, target: &Target, ctx: &Context) -> Result<Box<dyn Injection>, FaultError> {
         let path = self.netns_of(target)?;
+        let label = target.label();
         let netns = NetNs::from_path(&path);
         let counters = Arc::new(DnsCounters::default());
-        let handler = DnsHandler::new(self.spec.clone(), ctx.seed, Arc::clone(&counters));
+        let rules = Arc::new(Mutex::new(DnsRules::new(
+            self.spec.clone(),
+            ctx.seed,
+            Arc::clone(&counters),
+        )));
+        let handler = DnsHandler::new(Arc::clone(&rules));
         let matches = vec![["-p", "udp", "--dport", "53"].map(String::from).to_vec()];
         let cfg = InterceptConfig::new(self.tag(&path), matches);
         let interceptor = Interceptor::start(&netns, cfg, Box::new(handler)).map_err(|e| {
             FaultError::Other(format!(
-                "failed to intercept DNS in {}: {}",
-                target.label(),
+                "failed to intercept DNS in {label}: {}",
                 error_chain(&e)
             ))
         })?;
+        // TCP: the listener first, then the redirect to it (dropping either on an error undoes it).
+        let (tcp_rules, tcp_counters) = (Arc::clone(&rules), Arc::clone(&counters));
+        let server = NetnsServer::start(&path, "havoc-dns-tcp", move |listener, stop| {
+            tcp::serve(listener, tcp_rules, tcp_counters, stop)
+        })
+        .map_err(|e| FaultError::Io {
+            action: "start the DNS-over-TCP interceptor in".into(),
+            target: label.clone(),
+            source: e,
+        })?;
+        let name = format!("havoc_dns_{}_{}", std::process::id(), self.id);
+        let table = redirect_table(&path, &name, 53, Traffic::FromLocalClients, server.port())
+            .map_err(|e| {
+                FaultError::Other(format!(
+                    "failed to add the DNS-over-TCP redirect in {label}: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        let helper =
+            crate::procinfo::ProcInfo::read(table.pid() as i32).map(|p| UndoAction::KillHelper {
+                pid: p.pid,
+                start_time: p.start_time,
+            });
         Ok(Box::new(DnsInjection {
             interceptor: Some(interceptor),
+            table: Some(table),
+            server: Some(server),
+            helper,
+            target: label,
             counters,
             since: Instant::now(),
             requested: self.spec.clone(),
             ended: None,
+            tcp_lost: None,
         }))
     }
 
@@ -119,9 +166,16 @@ impl Fault for DnsFault {
     }
 }
 
-/// What the handler counted (shared with the injection for the report).
+/// The transport a query came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What was counted for the queries of one transport.
 #[derive(Debug, Default)]
-pub struct DnsCounters {
+pub struct QueryCounts {
     pub seen: AtomicU64,
     pub matched: AtomicU64,
     pub answered_error: AtomicU64,
@@ -129,78 +183,133 @@ pub struct DnsCounters {
     pub delayed: AtomicU64,
     /// Queries passed unchanged (not matching, or not hit by `percent`).
     pub passed: AtomicU64,
-    /// Datagrams to port 53 that were not a DNS query Havoc could read (passed unchanged).
+    /// Messages to port 53 that were not a DNS query Havoc could read (passed unchanged).
     pub unreadable: AtomicU64,
 }
 
-/// Decides each query's fate.
-pub struct DnsHandler {
+/// What the rules and the interceptors counted (shared with the injection for the report).
+#[derive(Debug, Default)]
+pub struct DnsCounters {
+    pub udp: QueryCounts,
+    pub tcp: QueryCounts,
+    /// TCP connections to port 53 taken by the redirect.
+    pub tcp_connections: AtomicU64,
+    /// TCP connections to the original server that could not be made or broke.
+    pub tcp_upstream_errors: AtomicU64,
+    /// TCP messages held, and their measured holds in nanoseconds.
+    pub tcp_held: AtomicU64,
+    pub tcp_hold_ns: AtomicU64,
+}
+
+impl DnsCounters {
+    pub fn of(&self, t: Transport) -> &QueryCounts {
+        match t {
+            Transport::Udp => &self.udp,
+            Transport::Tcp => &self.tcp,
+        }
+    }
+}
+
+/// What happens to one DNS query, whatever its transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// It goes to its server unchanged, now.
+    Pass,
+    /// It goes to its server unchanged after this hold.
+    PassAfter(Duration),
+    /// Havoc answers it with this DNS message (no transport framing), after `after`.
+    Answer { dns: Vec<u8>, after: Duration },
+}
+
+/// The fault's rules: decides each query's fate and counts it. One per injection, shared by
+/// both transports (behind a mutex: a decision takes a few microseconds).
+pub struct DnsRules {
     spec: DNSChaos,
     rng: ChaCha8Rng,
     counters: Arc<DnsCounters>,
 }
 
-impl DnsHandler {
+impl DnsRules {
     pub fn new(spec: DNSChaos, seed: u64, counters: Arc<DnsCounters>) -> Self {
-        DnsHandler {
+        DnsRules {
             spec,
             rng: ChaCha8Rng::seed_from_u64(seed),
             counters,
         }
     }
 
-    fn decide(&mut self, packet: &[u8], whole: bool) -> Decision {
-        let c = &self.counters;
-        let Some(udp) = whole.then(|| UdpDatagram::parse(packet)).flatten() else {
-            c.unreadable.fetch_add(1, Ordering::Relaxed);
-            return Decision::Now(Verdict::Accept);
-        };
-        let query = match Message::from_vec(udp.payload) {
+    /// The fate of the DNS message `dns` (no transport framing) sent over `transport`; anything
+    /// that is not a query Havoc can read passes.
+    pub fn decide(&mut self, dns: &[u8], transport: Transport) -> Fate {
+        let c = self.counters.of(transport);
+        let query = match Message::from_vec(dns) {
             Ok(m) if m.metadata.message_type == MessageType::Query && !m.queries.is_empty() => m,
             _ => {
                 c.unreadable.fetch_add(1, Ordering::Relaxed);
-                return Decision::Now(Verdict::Accept);
+                return Fate::Pass;
             }
         };
         c.seen.fetch_add(1, Ordering::Relaxed);
         let q = &query.queries[0];
         if !self.spec.matches(&q.name().to_ascii()) {
             c.passed.fetch_add(1, Ordering::Relaxed);
-            return Decision::Now(Verdict::Accept);
+            return Fate::Pass;
         }
         c.matched.fetch_add(1, Ordering::Relaxed);
         let pct = self.spec.percent.0;
         if pct < 100.0 && self.rng.random_range(0.0..100.0) >= pct {
             c.passed.fetch_add(1, Ordering::Relaxed);
-            return Decision::Now(Verdict::Accept);
+            return Fate::Pass;
         }
         let delay = self.spec.delay.map(|d| d.0).unwrap_or(Duration::ZERO);
-        let verdict = match self.spec.action {
+        let action = self.spec.action;
+        match action {
             DnsAction::Delay => {
                 c.delayed.fetch_add(1, Ordering::Relaxed);
-                return Decision::Hold(delay, Verdict::Accept);
+                return Fate::PassAfter(delay);
             }
-            DnsAction::Error => {
-                c.answered_error.fetch_add(1, Ordering::Relaxed);
-                answer_packet(&udp, &forge_answer(&query, DnsAction::Error, &mut self.rng))
-            }
-            DnsAction::Random => {
-                c.answered_random.fetch_add(1, Ordering::Relaxed);
-                answer_packet(
-                    &udp,
-                    &forge_answer(&query, DnsAction::Random, &mut self.rng),
-                )
-            }
+            DnsAction::Error => c.answered_error.fetch_add(1, Ordering::Relaxed),
+            DnsAction::Random => c.answered_random.fetch_add(1, Ordering::Relaxed),
         };
-        let Some(answer) = verdict else {
-            // Could not build an answer (cannot happen for a parsed query): let it pass.
+        if !delay.is_zero() {
+            c.delayed.fetch_add(1, Ordering::Relaxed);
+        }
+        Fate::Answer {
+            dns: forge_answer(&query, action, &mut self.rng),
+            after: delay,
+        }
+    }
+}
+
+/// The UDP side: decides each queued datagram with the shared [`DnsRules`].
+pub struct DnsHandler {
+    rules: Arc<Mutex<DnsRules>>,
+}
+
+impl DnsHandler {
+    pub fn new(rules: Arc<Mutex<DnsRules>>) -> Self {
+        DnsHandler { rules }
+    }
+
+    fn decide(&mut self, packet: &[u8], whole: bool) -> Decision {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(udp) = whole.then(|| UdpDatagram::parse(packet)).flatten() else {
+            rules
+                .counters
+                .udp
+                .unreadable
+                .fetch_add(1, Ordering::Relaxed);
             return Decision::Now(Verdict::Accept);
         };
-        if delay.is_zero() {
-            Decision::Now(Verdict::Answer(answer))
-        } else {
-            c.delayed.fetch_add(1, Ordering::Relaxed);
-            Decision::Hold(delay, Verdict::Answer(answer))
+        match rules.decide(udp.payload, Transport::Udp) {
+            Fate::Pass => Decision::Now(Verdict::Accept),
+            Fate::PassAfter(d) => Decision::Hold(d, Verdict::Accept),
+            Fate::Answer { dns, after } => match answer_packet(&udp, &dns) {
+                // Could not build an answer (cannot happen for a parsed query): let it pass.
+                None => Decision::Now(Verdict::Accept),
+                Some(p) if after.is_zero() => Decision::Now(Verdict::Answer(p)),
+                Some(p) => Decision::Hold(after, Verdict::Answer(p)),
+            },
         }
     }
 }
@@ -394,13 +503,36 @@ fn checksum(parts: &[&[u8]]) -> u16 {
 
 struct DnsInjection {
     interceptor: Option<Interceptor>,
+    /// The TCP redirect and the listener it points at.
+    table: Option<OwnedTable>,
+    server: Option<NetnsServer>,
+    helper: Option<UndoAction>,
+    target: String,
     counters: Arc<DnsCounters>,
     since: Instant,
     requested: DNSChaos,
     ended: Option<Instant>,
+    /// When the TCP redirect was found gone before recovery (its nft session ended).
+    tcp_lost: Option<Instant>,
+}
+
+impl DnsInjection {
+    /// Counts of both transports: (total, udp, tcp) for one field.
+    fn count(&self, f: impl Fn(&QueryCounts) -> &AtomicU64) -> (u64, u64, u64) {
+        let c = &self.counters;
+        let (u, t) = (
+            f(&c.udp).load(Ordering::Relaxed),
+            f(&c.tcp).load(Ordering::Relaxed),
+        );
+        (u + t, u, t)
+    }
 }
 
 impl Injection for DnsInjection {
+    fn late_undo(&self) -> Vec<UndoAction> {
+        self.helper.iter().cloned().collect()
+    }
+
     fn in_effect_since(&self) -> Option<Instant> {
         Some(self.since)
     }
@@ -409,16 +541,32 @@ impl Injection for DnsInjection {
         self.ended
     }
 
+    fn tick(&mut self) -> Result<(), FaultError> {
+        // The TCP redirect lives only as long as its nft session: if that died, TCP is unfaulted.
+        if self.tcp_lost.is_none() {
+            if let Some(t) = self.table.as_mut() {
+                if t.list().is_err() {
+                    self.tcp_lost = Some(Instant::now());
+                    return Err(FaultError::Other(format!(
+                        "the DNS-over-TCP redirect in {} is gone (its nft session ended)",
+                        self.target
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn effect(&self) -> Effect {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (seen, matched) = (get(&c.seen), get(&c.matched));
-        let (err, rnd, delayed, passed) = (
-            get(&c.answered_error),
-            get(&c.answered_random),
-            get(&c.delayed),
-            get(&c.passed),
-        );
+        let (seen, udp_seen, tcp_seen) = self.count(|q| &q.seen);
+        let (matched, udp_matched, tcp_matched) = self.count(|q| &q.matched);
+        let (err, udp_err, tcp_err) = self.count(|q| &q.answered_error);
+        let (rnd, udp_rnd, tcp_rnd) = self.count(|q| &q.answered_random);
+        let (delayed, udp_delayed, tcp_delayed) = self.count(|q| &q.delayed);
+        let (passed, udp_passed, tcp_passed) = self.count(|q| &q.passed);
+        let (unreadable, _, _) = self.count(|q| &q.unreadable);
         let stats = self.interceptor.as_ref().map(|i| i.stats());
         let hit = err
             + rnd
@@ -427,12 +575,21 @@ impl Injection for DnsInjection {
             } else {
                 0
             };
-        let mut summary = format!("{seen} queries seen, {matched} matched, ");
+        let (udp_hit, tcp_hit) = match self.requested.action {
+            DnsAction::Error => (udp_err, tcp_err),
+            DnsAction::Random => (udp_rnd, tcp_rnd),
+            DnsAction::Delay => (udp_delayed, tcp_delayed),
+        };
+        let mut summary = format!(
+            "{seen} queries seen ({udp_seen} UDP, {tcp_seen} TCP over {} connection(s)), {matched} matched ({udp_matched} UDP, {tcp_matched} TCP), ",
+            get(&c.tcp_connections)
+        );
         match self.requested.action {
             DnsAction::Error => summary.push_str(&format!("{err} answered SERVFAIL")),
             DnsAction::Random => summary.push_str(&format!("{rnd} answered at random")),
             DnsAction::Delay => summary.push_str(&format!("{delayed} delayed")),
         }
+        summary.push_str(&format!(" ({udp_hit} UDP, {tcp_hit} TCP)"));
         if matched > 0 && self.requested.percent.0 < 100.0 {
             summary.push_str(&format!(
                 " ({:.1}% of matched, {}% requested)",
@@ -447,38 +604,95 @@ impl Injection for DnsInjection {
             .metric("dns_answered_random", rnd as f64)
             .metric("dns_delayed", delayed as f64)
             .metric("dns_passed", passed as f64)
-            .metric("dns_unreadable_passed", get(&c.unreadable) as f64);
-        if let Some(s) = stats {
+            .metric("dns_unreadable_passed", unreadable as f64)
+            .metric("dns_udp_queries_seen", udp_seen as f64)
+            .metric("dns_udp_queries_matched", udp_matched as f64)
+            .metric("dns_udp_answered_error", udp_err as f64)
+            .metric("dns_udp_answered_random", udp_rnd as f64)
+            .metric("dns_udp_delayed", udp_delayed as f64)
+            .metric("dns_udp_passed", udp_passed as f64)
+            .metric("dns_tcp_queries_seen", tcp_seen as f64)
+            .metric("dns_tcp_queries_matched", tcp_matched as f64)
+            .metric("dns_tcp_answered_error", tcp_err as f64)
+            .metric("dns_tcp_answered_random", tcp_rnd as f64)
+            .metric("dns_tcp_delayed", tcp_delayed as f64)
+            .metric("dns_tcp_passed", tcp_passed as f64)
+            .metric("dns_tcp_connections", get(&c.tcp_connections) as f64)
+            .metric(
+                "dns_tcp_upstream_errors",
+                get(&c.tcp_upstream_errors) as f64,
+            );
+        // Mean hold over both transports: the queue's measured holds and the TCP sleeps.
+        let (mut held, mut hold_ns) = (get(&c.tcp_held), get(&c.tcp_hold_ns) as f64);
+        if let Some(s) = &stats {
             if let Some(h) = s.mean_hold {
-                e = e.metric("dns_delay_mean_ms", h.as_secs_f64() * 1e3);
-                summary.push_str(&format!(", mean added {:.1} ms", h.as_secs_f64() * 1e3));
+                held += s.released;
+                hold_ns += h.as_nanos() as f64 * s.released as f64;
             }
+        }
+        if held > 0 {
+            let ms = hold_ns / held as f64 / 1e6;
+            e = e.metric("dns_delay_mean_ms", ms);
+            summary.push_str(&format!(", mean added {ms:.1} ms"));
+        }
+        if let Some(s) = stats {
             if let Some(m) = s.mean_immediate {
                 e = e.metric("dns_interceptor_added_us", m.as_secs_f64() * 1e6);
             }
             e = e.metric("dns_answer_errors", s.answer_errors as f64);
         }
         summary.push_str(&format!(
-            ", {passed} passed unchanged; DNS over TCP is not intercepted"
+            ", {passed} passed unchanged; DNS over TCP to IPv6 servers is not intercepted"
         ));
+        if get(&c.tcp_upstream_errors) > 0 {
+            summary.push_str(&format!(
+                "; {} TCP connection(s) to the server failed",
+                get(&c.tcp_upstream_errors)
+            ));
+        }
         e.summary = summary;
         e
     }
 
     fn recover(&mut self) -> Result<(), FaultError> {
+        // The TCP redirect first: new connections go straight to the server from here on.
+        let mut first_err = None;
+        if let Some(t) = self.table.take() {
+            if let Err(e) = t.close() {
+                first_err.get_or_insert(FaultError::Other(format!(
+                    "failed to remove the DNS-over-TCP redirect in {}: {}",
+                    self.target,
+                    error_chain(&e)
+                )));
+            }
+            self.ended = Some(Instant::now());
+        }
         if let Some(mut i) = self.interceptor.take() {
             let r = i.stop();
-            self.ended = i.effect_ended_at().or(Some(Instant::now()));
+            let udp_end = i.effect_ended_at().unwrap_or_else(Instant::now);
+            self.ended = Some(self.ended.map_or(udp_end, |t| t.max(udp_end)));
             // Keep the stats readable for the report.
             self.interceptor = Some(i);
-            r.map_err(|e| {
-                FaultError::Other(format!(
+            if let Err(e) = r {
+                first_err.get_or_insert(FaultError::Other(format!(
                     "failed to stop DNS interception: {}",
                     error_chain(&e)
-                ))
-            })?;
+                )));
+            }
         }
-        Ok(())
+        if let Some(mut s) = self.server.take() {
+            s.stop();
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DnsInjection {
+    fn drop(&mut self) {
+        let _ = self.recover();
     }
 }
 
