@@ -6,9 +6,11 @@
 //! holds no fault itself: halting a run is SIGUSR1 to the run's process (as `havoc halt` does),
 //! and the run recovers and reports verdict `aborted`.
 //!
-//! Live progress comes from what is on disk: the journal of each run in progress
-//! (`<state dir>/runs/*.json`: the faults in effect on each target, written before each is
-//! applied and forgotten when it is recovered), and the report directory once the run ends.
+//! Live progress comes from what is on disk: the live stream of each run in progress
+//! (`<state dir>/runs/*.live.jsonl`, [`crate::live`]: phase, each fault's measured window, probe
+//! samples), its journal (`<state dir>/runs/*.json`: the faults in effect on each target, written
+//! before each is applied and forgotten when it is recovered; a run of a `havoc` without live
+//! streams shows only this), and the report directory once the run ends.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -199,8 +201,12 @@ pub struct ActiveRun {
     pub started_at_unix_ms: u64,
     /// The report directory's name when it is under `<state dir>/reports/`.
     pub report_key: Option<String>,
-    /// Faults in effect now, one per target.
+    /// Faults in effect now, one per target, from the journal (empty once every fault is
+    /// recovered, while the probes wait for the steady state).
     pub in_effect: Vec<InEffect>,
+    /// The run's live stream, if it writes one: phase, measured fault windows, probe samples
+    /// (left out of the event stream's `state`, which sends samples as `samples` events).
+    pub live: Option<crate::live::LiveRun>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -210,49 +216,79 @@ pub struct InEffect {
     pub target: String,
 }
 
-/// Every run in progress on the host (journal owner alive), and journals that cannot be read.
+/// Every run in progress on the host (journal or live stream with its owner alive), with the
+/// samples of their live streams, and the journals that cannot be read.
 pub fn active(state_dir: &Path) -> (Vec<ActiveRun>, Vec<String>) {
-    let listing = match havoc_engine::journal::list_report(state_dir) {
-        Ok(l) => l,
-        Err(e) => return (Vec::new(), vec![crate::runs::error_chain(&e)]),
+    active_with(state_dir, &mut crate::live::Tails::default(), true)
+}
+
+/// [`active`], reading the live streams through `tails` (from where its last poll left them),
+/// with or without their samples.
+pub fn active_with(
+    state_dir: &Path,
+    tails: &mut crate::live::Tails,
+    samples: bool,
+) -> (Vec<ActiveRun>, Vec<String>) {
+    let (found, broken) = match havoc_engine::journal::list_report(state_dir) {
+        Ok(l) => (
+            l.found,
+            l.unreadable
+                .iter()
+                .map(|e| crate::runs::error_chain(e))
+                .collect(),
+        ),
+        Err(e) => (Vec::new(), vec![crate::runs::error_chain(&e)]),
     };
     let reports = crate::runs::reports_dir(state_dir);
-    let runs = listing
-        .found
-        .into_iter()
-        .filter(|f| f.owner_alive())
-        .map(|f| ActiveRun {
-            report_key: match f.data.report_dir.as_deref() {
-                // `havoc run` without --report-dir writes to <state dir>/reports/<run id>.
-                None => Some(f.data.run_id.clone()),
-                Some(d) => d
-                    .parent()
-                    .filter(|p| *p == reports.as_path())
-                    .and(d.file_name())
-                    .and_then(|n| n.to_str())
-                    .map(str::to_owned),
+    let report_key = |run_id: &str, dir: Option<&Path>| match dir {
+        // `havoc run` without --report-dir writes to <state dir>/reports/<run id>.
+        None => Some(run_id.to_owned()),
+        Some(d) => d
+            .parent()
+            .filter(|p| *p == reports.as_path())
+            .and(d.file_name())
+            .and_then(|n| n.to_str())
+            .map(str::to_owned),
+    };
+    let mut runs: BTreeMap<String, ActiveRun> = BTreeMap::new();
+    for f in found.into_iter().filter(|f| f.owner_alive()) {
+        let d = f.data;
+        runs.insert(
+            d.run_id.clone(),
+            ActiveRun {
+                report_key: report_key(&d.run_id, d.report_dir.as_deref()),
+                run_id: d.run_id,
+                experiment: d.experiment,
+                pid: d.owner_pid,
+                started_at_unix_ms: d.started_at_unix_ms,
+                in_effect: d
+                    .entries
+                    .into_iter()
+                    .map(|e| InEffect {
+                        fault: e.fault,
+                        target: e.target,
+                    })
+                    .collect(),
+                live: None,
             },
-            run_id: f.data.run_id,
-            experiment: f.data.experiment,
-            pid: f.data.owner_pid,
-            started_at_unix_ms: f.data.started_at_unix_ms,
-            in_effect: f
-                .data
-                .entries
-                .into_iter()
-                .map(|e| InEffect {
-                    fault: e.fault,
-                    target: e.target,
-                })
-                .collect(),
-        })
-        .collect();
-    let broken = listing
-        .unreadable
-        .iter()
-        .map(|e| crate::runs::error_chain(e))
-        .collect();
-    (runs, broken)
+        );
+    }
+    for l in tails.poll(state_dir) {
+        let h = &l.header;
+        let live = if samples { l.clone() } else { l.summary() };
+        runs.entry(h.run_id.clone())
+            .or_insert_with(|| ActiveRun {
+                run_id: h.run_id.clone(),
+                experiment: h.experiment.clone(),
+                pid: h.pid,
+                started_at_unix_ms: h.started_at_unix_ms,
+                report_key: report_key(&h.run_id, h.report_dir.as_deref()),
+                in_effect: Vec::new(),
+                live: None,
+            })
+            .live = Some(live);
+    }
+    (runs.into_values().collect(), broken)
 }
 
 /// Halts one run: `id` is a run id (from its journal) or the id of a run started here. Returns

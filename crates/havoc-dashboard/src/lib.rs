@@ -7,7 +7,8 @@
 //!   code of `havoc validate`, errors at line:col) and previews the resolved targets
 //!   (`havoc_engine::plan`, touching nothing);
 //! - start of a run (`havoc run` of this executable, in the background: [`jobs`]), its progress
-//!   live over server-sent events, and Halt for one run or all (SIGUSR1, as `havoc halt`).
+//!   live over server-sent events (phase, each fault's measured window, probe samples: the run's
+//!   [`live`] stream), and Halt for one run or all (SIGUSR1, as `havoc halt`).
 //!
 //! The page is plain HTML, CSS and JavaScript compiled into the binary: nothing is fetched from
 //! anywhere else. The server binds to 127.0.0.1 by default. Every request must name an allowed
@@ -18,6 +19,7 @@
 pub mod cluster;
 pub mod guard;
 pub mod jobs;
+pub mod live;
 pub mod runs;
 
 use std::net::SocketAddr;
@@ -105,6 +107,11 @@ pub async fn bind(config: Config) -> Result<Bound, DashboardError> {
             addr: config.listen,
             source,
         })?;
+    // Streams of runs that died before removing theirs (the journals are replayed by `havoc
+    // run` and `havoc recover`; what is left of their live view is only noise).
+    for p in live::sweep(&config.state_dir) {
+        tracing::info!(path = %p.display(), "removed the live stream of a run that is gone");
+    }
     let token: String = rand::random::<[u8; 16]>()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -147,6 +154,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/runs/{id}/halt", post(halt_one))
         .route("/api/halt", post(halt_all))
         .route("/api/active", get(active))
+        .route("/api/live/{run_id}", get(live_one))
         .route("/api/events", get(events))
         .route("/api/validate", post(validate))
         .route("/api/plan", post(plan))
@@ -448,26 +456,118 @@ async fn active(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// How often the journals and report directories are looked at for the live view.
+/// The live stream of one run, whole (with every sample it holds), while it exists: a run's
+/// stream is removed once its report is written.
+async fn live_one(State(app): State<Arc<App>>, UrlPath(run_id): UrlPath<String>) -> Response {
+    if !runs::valid_key(&run_id) {
+        return error(StatusCode::NOT_FOUND, format!("no live run {run_id:?}"));
+    }
+    let state = app.state_dir.clone();
+    let id = run_id.clone();
+    match blocking(move || live::read(&state, &id)).await {
+        Ok(Ok(Some(run))) => {
+            let alive = run.owner_alive();
+            let mut v = serde_json::to_value(run).unwrap_or_default();
+            v["ownerAlive"] = alive.into();
+            Json(v).into_response()
+        }
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            format!("no live stream of run {run_id:?} (it ended, or never wrote one)"),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the live stream of {run_id:?}: {e}"),
+        ),
+        Err(resp) => resp,
+    }
+}
+
+/// How often the journals, live streams and report directories are looked at for the live view.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Server-sent events: a `state` event (the body of `/api/active`) at once and whenever it
-/// changes, polled every 250 ms.
+/// What one event stream has sent: where it is in each live stream.
+#[derive(Default)]
+struct Follow {
+    tails: live::Tails,
+    /// (run id, probe) -> samples sent.
+    sent: std::collections::BTreeMap<(String, String), usize>,
+    last_state: Option<String>,
+}
+
+impl Follow {
+    /// One look at the state directory: the `samples` events for what was appended to each
+    /// probe since the last look, then a `state` event if the state changed.
+    fn poll(&mut self, app: &App) -> Vec<(&'static str, String)> {
+        let (active, broken) = jobs::active_with(&app.state_dir, &mut self.tails, false);
+        let mut out = Vec::new();
+        let mut live_probes = std::collections::BTreeSet::new();
+        for run in &active {
+            let Some(l) = self.tails.get(&run.run_id) else {
+                continue;
+            };
+            for p in &l.probe_samples {
+                let key = (run.run_id.clone(), p.name.clone());
+                let sent = self.sent.get(&key).copied().unwrap_or(0);
+                if p.samples.len() > sent {
+                    out.push((
+                        "samples",
+                        json!({
+                            "runId": run.run_id, "probe": p.name, "from": sent,
+                            "samples": &p.samples[sent..],
+                        })
+                        .to_string(),
+                    ));
+                }
+                self.sent.insert(key.clone(), p.samples.len());
+                live_probes.insert(key);
+            }
+        }
+        self.sent.retain(|k, _| live_probes.contains(k));
+        let state = json!({
+            "active": active,
+            "jobs": app.jobs.snapshot(&app.state_dir),
+            "unreadable": broken,
+        })
+        .to_string();
+        if self.last_state.as_deref() != Some(state.as_str()) {
+            self.last_state = Some(state.clone());
+            out.push(("state", state));
+        }
+        out
+    }
+}
+
+/// Server-sent events, polled every 250 ms: at once and whenever it changes, a `state` event
+/// (the body of `/api/active`, without the probe samples: each probe's `sampleCount` says how
+/// many there are); before it, for each probe with new samples, a `samples` event
+/// `{runId, probe, from, samples}` (`from`: how many this connection was sent before).
 async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let stream = futures::stream::unfold((app, None::<String>), |(app, last)| async move {
-        loop {
-            if last.is_some() {
+    use futures::StreamExt as _;
+    let stream = futures::stream::unfold(
+        (app, Follow::default(), true),
+        |(app, follow, first)| async move {
+            if !first {
                 tokio::time::sleep(POLL).await;
             }
             let a = app.clone();
-            let now = tokio::task::spawn_blocking(move || snapshot(&a).to_string())
-                .await
-                .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
-            if last.as_deref() != Some(now.as_str()) {
-                let ev = Event::default().event("state").data(now.clone());
-                return Some((Ok::<_, std::convert::Infallible>(ev), (app, Some(now))));
-            }
-        }
-    });
+            let (follow, events) = tokio::task::spawn_blocking(move || {
+                let mut follow = follow;
+                let events = follow.poll(&a);
+                (follow, events)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                let err = json!({ "error": e.to_string() }).to_string();
+                (Follow::default(), vec![("state", err)])
+            });
+            let events: Vec<Result<Event, std::convert::Infallible>> = events
+                .into_iter()
+                .map(|(name, data)| Ok(Event::default().event(name).data(data)))
+                .collect();
+            Some((futures::stream::iter(events), (app, follow, false)))
+        },
+    )
+    .flat_map(|events| events);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

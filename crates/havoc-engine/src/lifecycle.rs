@@ -61,15 +61,19 @@ pub(crate) struct Shared {
 /// Progress, sent to the thread that watches the run (it owns the observer).
 #[derive(Debug)]
 pub(crate) enum Msg {
+    /// `at`: when the fault was first in effect (its hold counts from here).
     Injected {
         fault: usize,
         target: usize,
         summary: String,
+        at: Instant,
     },
+    /// `at`: when its recovery ended.
     Recovered {
         fault: usize,
         target: usize,
         summary: String,
+        at: Instant,
     },
     /// `fatal`: the run stops (an injection failed, or the journal could not be written).
     Failed {
@@ -187,6 +191,7 @@ impl Lifecycle<'_> {
             fault: fi,
             target: ti,
             summary: inj.effect().summary,
+            at: in_effect,
         });
 
         // Hold, counted from when the fault is in effect. A duration too long to add is held
@@ -248,6 +253,7 @@ impl Lifecycle<'_> {
                     fault: fi,
                     target: ti,
                     summary: out.effect.summary.clone(),
+                    at: done,
                 });
             }
             Err(e) => {

@@ -147,22 +147,39 @@ impl Plan {
     }
 }
 
-/// Progress of a run, for the terminal display.
+/// Progress of a run, for the terminal display and the dashboard's live stream. Times (`at`) are
+/// from the start of the run, the origin of the report's times: an `Injected` at equals the
+/// report's `injectedAtSeconds` of that target, a `Recovered` at its `recoveredAtSeconds`.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     Started {
         run_id: &'a str,
         length: Duration,
     },
+    /// The run entered a phase: baseline (probes only), chaos (faults start), recovery (every
+    /// fault recovered; probes only, until steady again). Recovery is only entered with probes.
+    Phase {
+        phase: havoc_probe::Phase,
+        at: Duration,
+    },
+    /// The fault is in effect on the target (measured, not planned).
     Injected {
         fault: &'a str,
         target: &'a str,
         effect: &'a str,
+        at: Duration,
     },
+    /// Its recovery on the target ended.
     Recovered {
         fault: &'a str,
         target: &'a str,
         effect: &'a str,
+        at: Duration,
+    },
+    /// A steady-state probe took a sample (its `t_seconds` is from the start of the run too).
+    ProbeSample {
+        probe: &'a str,
+        sample: &'a havoc_probe::Sample,
     },
     Failed {
         fault: &'a str,
@@ -463,6 +480,16 @@ fn target_report(
     rep
 }
 
+/// Passes the probes' new samples to the observer.
+fn forward_samples(p: &havoc_probe::ProbeSet, seen: &mut Vec<usize>, obs: &mut dyn Observer) {
+    for (probe, sample) in p.new_samples(seen) {
+        obs.event(Event::ProbeSample {
+            probe,
+            sample: &sample,
+        });
+    }
+}
+
 /// Runs a plan to its end and returns the report. Never returns with a fault in effect unless
 /// recovery itself failed (the report then says so and the journal keeps the undo records).
 pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Observer) -> RunReport {
@@ -518,7 +545,8 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
         length,
     });
     let t0 = Instant::now();
-    let mut probes = None;
+    let mut probes: Option<havoc_probe::ProbeSet> = None;
+    let mut seen_samples = Vec::new();
     if let Some(ss) = &steady {
         let stop2 = stop.clone();
         let on_breach: havoc_probe::BreachCallback = Box::new(move |probe: &str, why: &str| {
@@ -538,6 +566,12 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                 return run.failed_early(why);
             }
         }
+    }
+    if !baseline.is_zero() {
+        obs.event(Event::Phase {
+            phase: havoc_probe::Phase::Baseline,
+            at: Duration::ZERO,
+        });
     }
     let chaos_start = t0 + baseline;
     let shared = Shared {
@@ -601,6 +635,7 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                     fault,
                     target,
                     summary,
+                    at,
                 }) => {
                     active += 1;
                     let (f, t) = labels(fault, target);
@@ -608,12 +643,14 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                         fault: f,
                         target: &t,
                         effect: &summary,
+                        at: at.saturating_duration_since(t0),
                     });
                 }
                 Ok(Msg::Recovered {
                     fault,
                     target,
                     summary,
+                    at,
                 }) => {
                     active = active.saturating_sub(1);
                     let (f, t) = labels(fault, target);
@@ -621,6 +658,7 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                         fault: f,
                         target: &t,
                         effect: &summary,
+                        at: at.saturating_duration_since(t0),
                     });
                 }
                 Ok(Msg::Skipped {
@@ -671,12 +709,19 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
                     shared.abort.raise();
                 }
             }
+            if let Some(p) = &probes {
+                forward_samples(p, &mut seen_samples, obs);
+            }
             let now = Instant::now();
             if !in_chaos && now >= chaos_start {
                 in_chaos = true;
                 if let Some(p) = &probes {
                     p.set_phase(havoc_probe::Phase::Chaos);
                 }
+                obs.event(Event::Phase {
+                    phase: havoc_probe::Phase::Chaos,
+                    at: now.saturating_duration_since(t0),
+                });
             }
             if in_chaos && now.duration_since(last_tick_event) >= Duration::from_millis(200) {
                 obs.event(Event::Tick {
@@ -754,7 +799,21 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
     let mut steady_results = None;
     if let (Some(p), Some(ss)) = (probes.take(), &steady) {
         if verdict != Verdict::Interrupted {
-            let s = p.wait_steady(ss.recovery.0, None);
+            obs.event(Event::Phase {
+                phase: havoc_probe::Phase::Recovery,
+                at: t0.elapsed(),
+            });
+            // Waits on its own thread while this one forwards the samples as they come.
+            let s = std::thread::scope(|scope| {
+                let waiter = scope.spawn(|| p.wait_steady(ss.recovery.0, None));
+                while !waiter.is_finished() {
+                    forward_samples(&p, &mut seen_samples, obs);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                forward_samples(&p, &mut seen_samples, obs);
+                waiter.join()
+            })
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
             for (probe, why) in &s.not_steady {
                 run.errors.push(format!(
                     "probe `{probe}` not steady {:.1}s after recovery: {why}",
@@ -763,6 +822,16 @@ pub fn execute(plan: Plan, cfg: &RunConfig, stop: &StopFlag, obs: &mut dyn Obser
             }
         }
         let results = p.stop();
+        // The samples taken after the last forwarding (the stop waits for those in flight).
+        for (i, series) in results.probes.iter().enumerate() {
+            let from = seen_samples.get(i).copied().unwrap_or(0);
+            for sample in series.samples.iter().skip(from) {
+                obs.event(Event::ProbeSample {
+                    probe: &series.probe,
+                    sample,
+                });
+            }
+        }
         if verdict == Verdict::Completed && !results.passed() {
             verdict = Verdict::Deviated;
             reason = Some("a steady-state probe failed its tolerance".into());

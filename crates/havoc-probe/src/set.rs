@@ -312,6 +312,22 @@ impl ProbeSet {
         self.shared.lock().phase
     }
 
+    /// The samples recorded since the last call, for a live view: `seen[i]` is how many of probe
+    /// `i`'s samples the caller already has (start with an empty `Vec`; it is sized here).
+    /// Returned in order per probe, as (probe name, sample).
+    pub fn new_samples(&self, seen: &mut Vec<usize>) -> Vec<(&str, Sample)> {
+        let st = self.shared.lock();
+        seen.resize(st.series.len(), 0);
+        let mut out = Vec::new();
+        for (idx, series) in st.series.iter().enumerate() {
+            let from = seen[idx].min(series.len());
+            let name = self.shared.probes[idx].name.as_str();
+            out.extend(series[from..].iter().map(|s| (name, s.clone())));
+            seen[idx] = series.len();
+        }
+        out
+    }
+
     /// Enters [`Phase::Recovery`] (if not already there) and waits until every probe active in it
     /// is steady again, or `within` (normally `steadyState.recovery`) has passed, or `cancel` is
     /// set. A probe is steady when its tolerance holds over its last `k` samples, all taken in

@@ -52,6 +52,8 @@ pub fn load_experiment(path: &Path) -> Result<Result<Experiment, u8>, anyhow::Er
 pub fn recover_stale(state_dir: &Path) -> anyhow::Result<bool> {
     let replays = havoc_engine::journal::recover_stale(state_dir)
         .with_context(|| format!("cannot read the journal in {}", state_dir.display()))?;
+    // The live streams of runs that died: nothing to undo, only files to remove.
+    havoc_dashboard::live::sweep(state_dir);
     let mut ok = true;
     for (run, r) in replays {
         for d in &r.done {

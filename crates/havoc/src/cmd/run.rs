@@ -104,7 +104,7 @@ pub fn run_experiment(
         watchdog: true,
         report_dir: opts.report_dir.clone(),
     };
-    let mut obs = crate::progress::Display::new(&plan);
+    let mut obs = crate::progress::Display::new(&plan, &cfg);
     let report = havoc_engine::execute(plan, &cfg, &stop, &mut obs);
     obs.finish();
     // The reports are always written, whatever the verdict.
@@ -116,6 +116,8 @@ pub fn run_experiment(
         ),
         Err(e) => eprintln!("havoc: cannot write the report to {}: {e}", dir.display()),
     }
+    // The report is the run's record now; its live stream was only a view.
+    obs.remove_live();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
