@@ -1,6 +1,7 @@
-//! DNSChaos through the real `havoc` binary: a kill -9 of `havoc run` mid-fault leaves DNS
-//! working, unfaulted, within 1 s (the kernel bypasses the queue), and the watchdog removes the
-//! chain; the dns-*.yaml examples validate. Client: `dig` in a namespace the test makes; server:
+//! DNSChaos through the real `havoc` binary: a kill -9 of `havoc run` mid-fault leaves DNS over
+//! UDP and TCP working, unfaulted, within 1 s (the kernel bypasses the queue and deletes the
+//! owned TCP redirect table with its nft session), no nft table is left, and the watchdog
+//! removes the chain; the dns-*.yaml examples validate. Client: `dig` in a namespace the test makes; server:
 //! dnsmasq in another.
 
 mod common;
@@ -90,10 +91,17 @@ impl Lab {
         lab
     }
 
-    /// `STATUS ADDRESSES` of one A query from the client namespace (one try, 1 s timeout).
+    /// `STATUS ADDRESSES` of one A query over UDP from the client namespace (one try, 1 s
+    /// timeout).
     fn dig(&self, name: &str) -> String {
+        self.dig_over(name, false)
+    }
+
+    /// The same over UDP or TCP (`dig +tcp`).
+    fn dig_over(&self, name: &str, tcp: bool) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.client, "dig", "+tries=1", "+time=1"])
+            .args(tcp.then_some("+tcp"))
             .arg(format!("@{}", self.server_addr))
             .args([name, "A", "+noall", "+comments", "+answer"])
             .output()
@@ -122,6 +130,19 @@ impl Lab {
             .lines()
             .filter(|l| l.starts_with(":HAVOC-") || l.contains("NFQUEUE"))
             .count()
+    }
+
+    /// Havoc's nftables tables in the client namespace.
+    fn tables(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "nft", "list", "tables"])
+            .output()
+            .expect("nft list tables");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("havoc"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The process whose namespace is targeted: `ip netns exec`'s child, `sleep`.
@@ -190,16 +211,52 @@ fn kill_dash_nine_during_dns_chaos_leaves_dns_working_within_a_second() {
         lab.dig("bad.test")
     );
     assert_eq!(lab.dig("good.test"), "NOERROR 10.9.9.1", "others unchanged");
+    assert_eq!(
+        lab.dig_over("bad.test", true),
+        "SERVFAIL",
+        "TCP is faulted too"
+    );
+    assert_eq!(
+        lab.dig_over("good.test", true),
+        "NOERROR 10.9.9.1",
+        "TCP others"
+    );
+    assert!(
+        !lab.tables().is_empty(),
+        "the TCP redirect table is in place"
+    );
     let killed = Instant::now();
     run.0.kill().expect("SIGKILL havoc run");
     run.0.wait().expect("reap");
+    // TCP first: it depends on the nft session noticing its pipe closed.
+    assert!(
+        wait_until(Duration::from_secs(1), || lab.dig_over("bad.test", true)
+            == "NOERROR 10.9.9.2"),
+        "bad.test resolves again over TCP within 1 s: {}",
+        lab.dig_over("bad.test", true)
+    );
+    let tcp_ok = killed.elapsed();
+    assert!(
+        wait_until(Duration::from_secs(1), || lab.tables().is_empty()),
+        "no nft table left: {:?}",
+        lab.tables()
+    );
+    let tables_gone = killed.elapsed();
     assert!(
         wait_until(Duration::from_secs(1), || lab.dig("bad.test")
             == "NOERROR 10.9.9.2"),
-        "bad.test resolves again within 1 s: {}",
+        "bad.test resolves again over UDP within 1 s: {}",
         lab.dig("bad.test")
     );
-    eprintln!("DNS unfaulted {:?} after SIGKILL", killed.elapsed());
+    eprintln!(
+        "after SIGKILL: DNS over TCP unfaulted after {tcp_ok:?}, no nft table after {tables_gone:?}, UDP unfaulted after {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "both transports unfaulted within 1 s of the kill: {:?}",
+        killed.elapsed()
+    );
     assert!(
         wait_until(Duration::from_secs(10), || lab.chains() == 0),
         "the watchdog removes the chain ({} left)",
