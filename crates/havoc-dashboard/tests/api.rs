@@ -2,7 +2,11 @@
 
 mod common;
 
-use common::{request, write_report, Server};
+use std::io::Write as _;
+use std::time::Duration;
+
+use common::{request, sse_until, write_report, Server};
+use havoc_dashboard::live::{self, Record, SampleRecord};
 
 fn server_with_reports() -> Server {
     let state = tempfile::tempdir().expect("tempdir");
@@ -86,7 +90,11 @@ fn index_embeds_the_token_and_loads_nothing_from_elsewhere() {
     assert_eq!(s.token.len(), 32);
     assert!(s.token.bytes().all(|b| b.is_ascii_hexdigit()));
     for asset in ["/", "/assets/app.js", "/assets/app.css"] {
-        let body = s.get(asset).body;
+        // The SVG namespace is a name, not an address anything is fetched from.
+        let body = s
+            .get(asset)
+            .body
+            .replace("\"http://www.w3.org/2000/svg\"", "");
         assert!(
             !body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"),
             "{asset} refers to another site"
@@ -245,4 +253,186 @@ fn cross_site_and_rebound_requests_are_refused() {
             .all(|e| e.expect("entry").file_name() != "dashboard"),
         "a refused request started something"
     );
+}
+
+fn sample(t: f64, ok: bool) -> Record {
+    Record::Sample(SampleRecord {
+        probe: "api".into(),
+        t,
+        phase: "chaos".into(),
+        ok,
+        latency_ms: 1.5 + t,
+        value: None,
+        error: (!ok).then(|| "HTTP 500".into()),
+    })
+}
+
+/// A live stream as `havoc run` writes it, owned by this (live) test process.
+fn live_stream(state: &std::path::Path, run_id: &str) -> live::Writer {
+    let pid = std::process::id() as i32;
+    let start = havoc_faults::procinfo::ProcInfo::read(pid)
+        .expect("own /proc entry")
+        .start_time;
+    let mut w = live::Writer::create(
+        state,
+        live::RunHeader {
+            run_id: run_id.into(),
+            experiment: "live-exp".into(),
+            pid,
+            pid_start_time: start,
+            started_at_unix_ms: 1_000,
+            report_dir: Some(state.join("reports").join("live-key")),
+            baseline_seconds: 0.5,
+            length_seconds: 3.5,
+            sample_cap: live::MAX_SAMPLES_PER_PROBE,
+            faults: vec![live::PlannedFault {
+                name: "pause".into(),
+                kind: "ProcessChaos".into(),
+                requested: "pause".into(),
+                start_seconds: 0.5,
+                duration_seconds: 3.0,
+                targets: vec!["pid 7 (sleep)".into()],
+            }],
+            probes: vec![live::ProbeInfo {
+                name: "api".into(),
+                kind: "http".into(),
+                interval_ms: 100.0,
+            }],
+        },
+    )
+    .expect("create the live stream");
+    w.write(&Record::Phase {
+        phase: "chaos".into(),
+        at: 0.5,
+    });
+    w.write(&Record::InEffect {
+        fault: "pause".into(),
+        target: "pid 7 (sleep)".into(),
+        at: 0.512,
+        effect: "stopped".into(),
+    });
+    w.write(&sample(0.6, true));
+    w.write(&sample(0.7, false));
+    w
+}
+
+#[test]
+fn live_streams_are_served_whole_and_streamed_as_samples_and_state() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let w = live_stream(state.path(), "live-1");
+    // The writer is mid-line: the half line must wait, not break the view.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(w.path())
+        .expect("open");
+    f.write_all(br#"{"type":"sample","probe":"api","t":0.8,"pha"#)
+        .expect("half a line");
+    let s = Server::start(state, "/nonexistent/havoc".into());
+
+    let a = s.get("/api/active");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = a.json();
+    let run = &a["active"][0];
+    assert_eq!(run["runId"], "live-1", "{a}");
+    assert_eq!(run["reportKey"], "live-key", "{a}");
+    assert_eq!(run["live"]["phase"], "chaos");
+    assert_eq!(run["live"]["windows"][0]["start"], 0.512);
+    assert!(run["live"]["windows"][0]["end"].is_null());
+    assert_eq!(run["live"]["faults"][0]["durationSeconds"], 3.0);
+    let p = &run["live"]["probeSamples"][0];
+    assert_eq!(
+        (p["sampleCount"].as_u64(), p["samples"][1]["ok"].as_bool()),
+        (Some(2), Some(false)),
+        "{p}"
+    );
+    assert_eq!(run["live"]["badLines"], 0);
+    let one = s.get("/api/live/live-1");
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.json()["ownerAlive"], true);
+    assert_eq!(one.json()["probeSamples"][0]["samples"][0]["t"], 0.6);
+    assert_eq!(s.get("/api/live/nope").status, 404);
+    assert_eq!(s.get("/api/live/..").status, 404);
+
+    // Events: the samples first (from 0), then the state without them but with their count.
+    let mut got = Vec::new();
+    let mut state_seen = None;
+    assert!(sse_until(
+        s.addr,
+        &s.host(),
+        Duration::from_secs(10),
+        |name, v| {
+            match name {
+                "samples" => got.push(v.clone()),
+                "state" => state_seen = Some(v.clone()),
+                _ => {}
+            }
+            state_seen.is_some()
+        }
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (
+            got[0]["runId"].as_str(),
+            got[0]["probe"].as_str(),
+            got[0]["from"].as_u64()
+        ),
+        (Some("live-1"), Some("api"), Some(0))
+    );
+    assert_eq!(got[0]["samples"].as_array().map(Vec::len), Some(2));
+    let st = state_seen.expect("state");
+    let p = &st["active"][0]["live"]["probeSamples"][0];
+    assert_eq!(p["sampleCount"], 2, "{st}");
+    assert_eq!(
+        p["samples"],
+        serde_json::json!([]),
+        "samples travel in their own events"
+    );
+
+    // As the run goes on: the rest of the half line, the recovery, a new sample; a connection
+    // gets each sample once, in order, and sees the window close.
+    let mut w = w;
+    let mut more = Vec::new();
+    let mut closed = None;
+    let mut fed = false;
+    assert!(
+        sse_until(s.addr, &s.host(), Duration::from_secs(10), |name, v| {
+            if !fed && name == "state" {
+                fed = true;
+                f.write_all(b"se\":\"chaos\",\"ok\":true,\"latencyMs\":2.0}\n")
+                    .expect("rest of the line");
+                w.write(&Record::Recovered {
+                    fault: "pause".into(),
+                    target: "pid 7 (sleep)".into(),
+                    at: 3.52,
+                    effect: "resumed".into(),
+                });
+                w.write(&sample(3.6, true));
+            }
+            if name == "samples" {
+                more.push(v.clone());
+            }
+            if name == "state" && v["active"][0]["live"]["windows"][0]["end"] == 3.52 {
+                closed = Some(v.clone());
+            }
+            closed.is_some()
+                && more
+                    .iter()
+                    .map(|m| m["samples"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>()
+                    >= 4
+        }),
+        "samples {more:?}, closed {closed:?}"
+    );
+    let ts: Vec<f64> = more
+        .iter()
+        .flat_map(|m| m["samples"].as_array().expect("samples").clone())
+        .map(|x| x["t"].as_f64().expect("t"))
+        .collect();
+    assert_eq!(ts, [0.6, 0.7, 0.8, 3.6], "each sample once, in order");
+
+    // The run wrote its report and removed its stream: nothing in progress.
+    w.remove().expect("remove");
+    let a = s.get("/api/active").json();
+    assert_eq!(a["active"], serde_json::json!([]), "{a}");
+    assert_eq!(s.get("/api/live/live-1").status, 404);
 }

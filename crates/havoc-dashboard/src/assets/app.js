@@ -52,10 +52,14 @@ async function loadRuns() {
 }
 
 // --- Live ---------------------------------------------------------------------------------
+// A run that writes a live stream (every `havoc run` does) comes with `live`: its plan, phase,
+// each fault's window as measured (seconds from the start of the run, as in its report), and
+// per probe a sample count; the samples themselves arrive as `samples` events, appended here.
+// A run without one shows what its journal says is in effect now, as this page saw it.
 let knownReports = new Set();
-// Fault windows as this page saw them: the journal lists what is in effect now; a window opens
-// when an entry appears and closes when it goes (to the 250 ms the server polls at).
 const windows = new Map();
+const samples = new Map(); // runId -> Map(probe -> [sample])
+const ended = new Map(); // runId -> the run as last seen, once it is no longer in progress
 let lastState = null;
 function trackWindows(state) {
   const now = Date.now();
@@ -73,25 +77,147 @@ function trackWindows(state) {
     }
     for (const [key, win] of w) if (win && win.to == null && !current.has(key)) win.to = now;
   }
+  // Runs that left: kept as ended, with their report.
+  const here = new Set(state.active.map((r) => r.runId));
+  if (lastState) for (const r of lastState.active) if (!here.has(r.runId)) ended.set(r.runId, r);
+  if (lastState && lastState.active.some((r) => !here.has(r.runId))) loadRuns();
 }
-function renderLive(state) {
-  lastState = state;
-  const live = $("live-list");
-  live.replaceChildren();
-  for (const run of state.active) {
-    const t0 = run.startedAtUnixMs || Date.now();
-    const rel = (ms) => "+" + ((ms - t0) / 1000).toFixed(1) + " s";
-    const faults = el("ul", {});
+function addSamples(ev) {
+  const m = samples.get(ev.runId) || new Map();
+  samples.set(ev.runId, m);
+  const list = (m.get(ev.probe) || []).slice(0, ev.from);
+  m.set(ev.probe, list.concat(ev.samples));
+}
+
+const SVG = "http://www.w3.org/2000/svg"; // the SVG namespace: a name, nothing is fetched
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c instanceof Node ? c : String(c ?? ""));
+  return e;
+}
+const W = 860, LABEL = 220, PLOT = W - LABEL - 10;
+const f1 = (x) => (Math.round(x * 10) / 10).toFixed(1);
+const f3 = (x) => x.toFixed(3);
+
+// The time axis of one run: from its start to the end of its plan, or to now if later.
+function span(run) {
+  const l = run.live;
+  const now = (Date.now() - l.startedAtUnixMs) / 1000;
+  let end = Math.max(l.lengthSeconds, now);
+  for (const w of l.windows) end = Math.max(end, w.end ?? 0);
+  for (const list of (samples.get(run.runId) || new Map()).values()) for (const x of list) end = Math.max(end, x.t);
+  return { end: end * 1.03 || 1, now };
+}
+
+function timeline(run, ax) {
+  const l = run.live;
+  const x = (t) => LABEL + (Math.max(0, t) / ax.end) * PLOT;
+  const rows = [];
+  for (const f of l.faults) for (const t of f.targets) rows.push({ f, target: t });
+  for (const w of l.windows) if (!rows.some((r) => r.f.name === w.fault && r.target === w.target)) rows.push({ f: { name: w.fault }, target: w.target });
+  const ROW = 22, TOP = 18, h = TOP + rows.length * ROW + 18;
+  const g = svg("svg", { class: "live-timeline", viewBox: `0 0 ${W} ${h}`, role: "img",
+    "aria-label": `Timeline of run ${run.runId}: planned and measured fault windows` });
+  // Phases, as the run entered them.
+  l.phases.forEach((p, i) => {
+    const to = i + 1 < l.phases.length ? l.phases[i + 1].at : ax.now;
+    g.append(svg("rect", { class: "phase phase-" + p.phase, x: x(p.at), y: 0, width: Math.max(0, x(to) - x(p.at)), height: h - 14 },
+      svg("title", {}, `${p.phase} from +${f1(p.at)} s`)));
+    g.append(svg("text", { class: "phase-label", x: x(p.at) + 3, y: 12 }, p.phase));
+  });
+  rows.forEach((r, i) => {
+    const y = TOP + i * ROW;
+    g.append(svg("text", { class: "row-label", x: 4, y: y + 15 }, `${r.f.name} · ${r.target}`.slice(0, 34)));
+    if (r.f.durationSeconds != null) {
+      g.append(svg("rect", { class: "planned", x: x(r.f.startSeconds), y: y + 3, width: Math.max(1, x(r.f.startSeconds + r.f.durationSeconds) - x(r.f.startSeconds)), height: ROW - 6 },
+        svg("title", {}, `planned +${f1(r.f.startSeconds)} s for ${f1(r.f.durationSeconds)} s`)));
+    }
+    for (const w of l.windows.filter((w) => w.fault === r.f.name && w.target === r.target)) {
+      const to = w.end ?? ax.now;
+      g.append(svg("rect", { class: "window" + (w.end == null ? " open" : "") + (w.error ? " error" : ""), x: x(w.start), y: y + 5, width: Math.max(2, x(to) - x(w.start)), height: ROW - 10,
+        "data-start": w.start, "data-end": w.end ?? "" },
+        svg("title", {}, `${w.fault} on ${w.target}: in effect +${f3(w.start)} s` + (w.end == null ? ", still in effect" : ` → recovered +${f3(w.end)} s`) + (w.effect ? ` (${w.effect})` : ""))));
+    }
+  });
+  g.append(svg("line", { class: "now", x1: x(ax.now), x2: x(ax.now), y1: 0, y2: h - 14 }));
+  g.append(svg("text", { class: "axis", x: LABEL, y: h - 2 }, "0 s"));
+  g.append(svg("text", { class: "axis", x: W - 10, y: h - 2, "text-anchor": "end" }, `${f1(ax.end)} s`));
+  return g;
+}
+
+function probeChart(run, p, ax) {
+  const list = (samples.get(run.runId) || new Map()).get(p.name) || [];
+  const hasValue = list.some((s) => s.value != null);
+  const val = (s) => (hasValue ? s.value ?? null : s.latencyMs);
+  const vs = list.map(val).filter((v) => v != null);
+  const lo = Math.min(0, ...vs), hi = Math.max(1e-9, ...vs) * 1.1;
+  const H = 90, x = (t) => LABEL + (Math.max(0, t) / ax.end) * PLOT, y = (v) => 8 + (1 - (v - lo) / (hi - lo)) * (H - 24);
+  const last = list[list.length - 1];
+  const failed = list.filter((s) => !s.ok).length;
+  const g = svg("svg", { class: "probe-chart", viewBox: `0 0 ${W} ${H}`, role: "img", "data-probe": p.name,
+    "aria-label": `Probe ${p.name}: ${list.length} samples, ${failed} failed` });
+  g.append(svg("text", { class: "row-label", x: 4, y: 20 }, `${p.name} (${p.kind})`.slice(0, 34)));
+  g.append(svg("text", { class: "axis", x: 4, y: 38 }, hasValue ? "value" : "latency, ms"));
+  g.append(svg("text", { class: "axis", x: 4, y: 56 }, `${list.length} samples, ${failed} failed`));
+  if (p.capped) g.append(svg("text", { class: "axis warn", x: 4, y: 74 }, `live view capped at ${run.live.sampleCap}`));
+  g.append(svg("line", { class: "axis-line", x1: LABEL, x2: W - 10, y1: y(lo), y2: y(lo) }));
+  g.append(svg("text", { class: "axis", x: LABEL - 4, y: y(hi / 1.1) + 4, "text-anchor": "end" }, f1(hi / 1.1)));
+  const pts = list.filter((s) => val(s) != null).map((s) => `${x(s.t).toFixed(1)},${y(val(s)).toFixed(1)}`);
+  if (pts.length > 1) g.append(svg("polyline", { class: "series", points: pts.join(" ") }));
+  for (const s of list) {
+    const v = val(s);
+    g.append(svg("circle", { class: s.ok ? "ok" : "fail", cx: x(s.t).toFixed(1), cy: y(v ?? lo).toFixed(1), r: s.ok ? 2.2 : 3.2 },
+      svg("title", {}, `+${f3(s.t)} s ${s.phase}: ${s.ok ? "pass" : "FAIL"}, ${f1(s.latencyMs)} ms` + (s.value != null ? `, value ${s.value}` : "") + (s.error ? ` (${s.error})` : ""))));
+  }
+  g.append(svg("line", { class: "now", x1: x(ax.now), x2: x(ax.now), y1: 0, y2: H - 14 }));
+  const sum = last ? `last +${f1(last.t)} s: ${last.ok ? "pass" : "FAIL"}` + (last.value != null ? `, value ${last.value}` : `, ${f1(last.latencyMs)} ms`) : "no sample yet";
+  return el("div", { class: "probe" }, g, el("p", { class: "muted small" }, `${p.name}: ${sum}`));
+}
+
+function liveCard(run) {
+  const l = run.live;
+  const t0 = l ? l.startedAtUnixMs : run.startedAtUnixMs || Date.now();
+  const rel = (ms) => "+" + ((ms - t0) / 1000).toFixed(1) + " s";
+  const faults = el("ul", { class: "windows" });
+  if (l) {
+    for (const w of l.windows) {
+      faults.append(el("li", {}, `${w.fault} on ${w.target}: `, w.end == null
+        ? el("strong", {}, `in effect since +${f3(w.start)} s`) : `in effect +${f3(w.start)} s → recovered +${f3(w.end)} s`,
+        w.error ? el("span", { class: "bad" }, ` · ${w.error}`) : ""));
+    }
+    for (const n of l.notes) faults.append(el("li", { class: "bad" }, n));
+    if (!l.windows.length) faults.append(el("li", { class: "muted" }, "no fault in effect yet"));
+  } else {
     for (const win of (windows.get(run.runId) || new Map()).values()) {
       faults.append(el("li", {}, `${win.fault} on ${win.target}: `,
         win.to == null ? el("strong", {}, `in effect since ${rel(win.from)}`) : `in effect ${rel(win.from)} → ${rel(win.to)}`));
     }
     if (!run.inEffect.length) faults.append(el("li", { class: "muted" }, "no fault in effect right now"));
-    const elapsed = ((Date.now() - t0) / 1000).toFixed(0) + " s";
-    live.append(el("li", {},
-      el("strong", {}, run.experiment), ` · run ${run.runId} · pid ${run.pid} · running for ${elapsed}`, faults,
-      el("button", { type: "button", class: "danger", "aria-label": `Halt run ${run.runId}`,
-        onclick: () => halt(run.runId) }, "Halt")));
+  }
+  const elapsed = ((Date.now() - t0) / 1000).toFixed(0) + " s";
+  const phase = l && l.phase ? ` · phase ${l.phase}` : "";
+  const card = el("li", { class: "live-run", "data-run": run.runId },
+    el("strong", {}, run.experiment), ` · run ${run.runId} · pid ${run.pid} · running for ${elapsed}${phase}`,
+    l && l.stopping ? el("p", { class: "warn" }, `Stopping: ${l.stopping}`) : "", faults);
+  if (l) {
+    const ax = span(run);
+    card.append(timeline(run, ax));
+    for (const p of l.probeSamples) card.append(probeChart(run, p, ax));
+  }
+  card.append(el("button", { type: "button", class: "danger", "aria-label": `Halt run ${run.runId}`,
+    onclick: () => halt(run.runId) }, "Halt"));
+  return card;
+}
+
+function renderLive(state) {
+  lastState = state;
+  const live = $("live-list");
+  live.replaceChildren();
+  for (const run of state.active) live.append(liveCard(run));
+  for (const [id, run] of [...ended].reverse().slice(0, 5)) {
+    live.append(el("li", { class: "ended", "data-run": id }, el("strong", {}, run.experiment), ` · run ${id} · ended `,
+      run.reportKey ? el("a", { href: "/runs/" + encodeURIComponent(run.reportKey) }, "report") : "(its report is where it was told to write it)"));
   }
   $("live-status").textContent = state.active.length
     ? `${state.active.length} run(s) in progress` : "No run in progress.";
@@ -116,6 +242,9 @@ function renderLive(state) {
 
 function connect() {
   const es = new EventSource("/api/events");
+  // Each connection's samples start from 0 on the server: so do ours.
+  es.addEventListener("open", () => samples.clear());
+  es.addEventListener("samples", (e) => addSamples(JSON.parse(e.data)));
   es.addEventListener("state", (e) => { const st = JSON.parse(e.data); trackWindows(st); renderLive(st); });
   es.onerror = () => { $("live-status").textContent = "Disconnected from the dashboard; retrying…"; };
 }

@@ -190,3 +190,67 @@ pub fn write_report(state: &Path, key: &str, verdict: &str, started_ms: u64) {
     std::fs::create_dir_all(&dir).expect("mkdir report dir");
     std::fs::write(dir.join("report.json"), v.to_string()).expect("write report");
 }
+
+/// Reads the server-sent events of `/api/events` as (event name, JSON data), passing each to `f`
+/// until it returns true (then true) or `timeout` passes (then false).
+pub fn sse_until(
+    addr: SocketAddr,
+    host: &str,
+    timeout: Duration,
+    mut f: impl FnMut(&str, &serde_json::Value) -> bool,
+) -> bool {
+    let mut s = TcpStream::connect(addr).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    write!(
+        s,
+        // HTTP/1.0: the body comes as it is, without chunked framing, until the end.
+        "GET /api/events HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("send");
+    let t0 = std::time::Instant::now();
+    let mut buf = String::new();
+    let mut raw = Vec::new();
+    while t0.elapsed() < timeout {
+        let mut chunk = [0u8; 65536];
+        match s.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => panic!("reading events: {e}"),
+        }
+        // A read may end inside a character or an event: keep the rest for the next one.
+        let upto = match std::str::from_utf8(&raw) {
+            Ok(_) => raw.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        buf.push_str(std::str::from_utf8(&raw[..upto]).expect("utf8"));
+        raw.drain(..upto);
+        // Events end with a blank line; the last piece may be incomplete.
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut name = "message".to_string();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+                if f(&name, &v) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
