@@ -3,7 +3,7 @@
 //! Chaos Mesh documents are read in two steps: [`prepare`] rewrites or takes out of the YAML
 //! tree what Havoc spells differently (an `action: rate`, `targetDevice`, stress-ng options) and
 //! reports what cannot carry over (an IOChaos `path` that is relative, which Chaos Mesh matches
-//! against nothing), then [`finish_network`] and [`finish_stress`] give the typed
+//! against nothing; Havoc's own DNSChaos and HTTPChaos fields, which Chaos Mesh does not have), then [`finish_network`] and [`finish_stress`] give the typed
 //! spec the meaning Chaos Mesh has (netem `corrupt` leaves checksums broken, `direction: both`
 //! without a target injects on egress only, stress-ng options become stressors). Everything that
 //! would change meaning is an error naming the field, never a silent drop.
@@ -224,6 +224,33 @@ pub fn prepare(
                             "a relative path matches no file in Chaos Mesh (it matches absolute paths): write it under volumePath, e.g. `{volume}/{}`",
                             text.trim()
                         ),
+                    ));
+                }
+            }
+        }
+        "DNSChaos" | "HTTPChaos" => {
+            // Havoc's additions are not Chaos Mesh fields: Chaos Mesh's API server refuses (or
+            // prunes) them, so a chaos-mesh.org document with them means something else there.
+            let mut havoc_only = vec!["percent"];
+            if kind == "DNSChaos" {
+                havoc_only.push("delay");
+                if let Some(a) = spec
+                    .get("action")
+                    .filter(|a| a.as_scalar() == Some("delay"))
+                {
+                    errors.push(err(
+                        a.pos,
+                        sp.key("action"),
+                        format!("action `delay` is Havoc's (Chaos Mesh's DNSChaos has error and random): write apiVersion `{}` to use it", crate::crd::API_VERSION),
+                    ));
+                }
+            }
+            for name in havoc_only {
+                if let Some(k) = spec.key_node(name) {
+                    errors.push(err(
+                        k.pos,
+                        sp.key(name),
+                        format!("`{name}` is a Havoc field, not one of Chaos Mesh's {kind}: write apiVersion `{}` to use it", crate::crd::API_VERSION),
                     ));
                 }
             }

@@ -1,7 +1,8 @@
 //! Chaos Mesh manifests to Havoc's, and validation of Kubernetes-mode manifests.
 //!
-//! `chaos-mesh.org/v1alpha1` PodChaos, NetworkChaos, StressChaos, TimeChaos and IOChaos map to
-//! `havoc.dev/v1alpha1` field by field (Havoc kept Chaos Mesh's names); SyscallChaos is Havoc's
+//! `chaos-mesh.org/v1alpha1` PodChaos, NetworkChaos, StressChaos, TimeChaos, IOChaos, DNSChaos and
+//! HTTPChaos map to `havoc.dev/v1alpha1` field by field (Havoc kept Chaos Mesh's names, including
+//! HTTPChaos's `request_headers` and its base64 `replace.body`); SyscallChaos is Havoc's
 //! own kind and exists only as `havoc.dev/v1alpha1`. A Chaos Mesh field Havoc does not support is an
 //! error naming it, with its file position; it is never dropped. Only what the API server writes
 //! into an object (`status`, and `metadata` such as `uid`, `resourceVersion`, `managedFields`) is
@@ -18,8 +19,9 @@ use serde::Serialize;
 
 use crate::chaos_mesh;
 use crate::crd::{
-    IOChaos, IOChaosSpec, NetworkChaos, NetworkChaosSpec, PodChaos, PodChaosSpec, StressChaos,
-    StressChaosSpec, SyscallChaos, SyscallChaosSpec, TimeChaos, TimeChaosSpec, API_VERSION,
+    DNSChaos, DNSChaosSpec, HTTPChaos, HTTPChaosSpec, IOChaos, IOChaosSpec, NetworkChaos,
+    NetworkChaosSpec, PodChaos, PodChaosSpec, StressChaos, StressChaosSpec, SyscallChaos,
+    SyscallChaosSpec, TimeChaos, TimeChaosSpec, API_VERSION,
 };
 
 /// `apiVersion` of Chaos Mesh's resources.
@@ -32,6 +34,8 @@ pub const KINDS: &[&str] = &[
     "StressChaos",
     "TimeChaos",
     "IOChaos",
+    "DNSChaos",
+    "HTTPChaos",
 ];
 
 /// Every kind of `havoc.dev/v1alpha1`: the shared ones and Havoc's own.
@@ -41,6 +45,8 @@ pub const HAVOC_KINDS: &[&str] = &[
     "StressChaos",
     "TimeChaos",
     "IOChaos",
+    "DNSChaos",
+    "HTTPChaos",
     "SyscallChaos",
 ];
 
@@ -50,6 +56,8 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ("*", "scheduler", "scheduling inside a chaos object is not supported: use a Schedule or a CronJob that applies it"),
     ("NetworkChaos", "bandwidth.peakrate", "peakrate is not supported: Havoc's TBF shapes to `rate` only (a second bucket needs a field in havoc-spec's BandwidthSpec)"),
     ("NetworkChaos", "bandwidth.minburst", "minburst is not supported: it sizes the peakrate bucket, and Havoc shapes to `rate` only"),
+    ("DNSChaos", "containerNames", "containerNames cannot be honoured: Havoc intercepts DNS in the pod's network namespace, which all its containers share (Chaos Mesh rewrites the named containers' resolv.conf); remove it, and every container of the selected pods is hit"),
+    ("HTTPChaos", "tls", "tls is not supported in Kubernetes mode yet: Havoc's agent reads no secrets, so it cannot terminate TLS with the certificate in `secretName`; fault plain-HTTP ports only"),
     ("StressChaos", "stressors.memory.oomScoreAdj", "oomScoreAdj is not supported: Havoc's memory workers cannot set their OOM score yet (needs a field in havoc-spec's MemoryStressor); remove it"),
 ];
 
@@ -80,10 +88,13 @@ pub enum Manifest {
     TimeChaos(TimeChaos),
     SyscallChaos(SyscallChaos),
     IOChaos(IOChaos),
+    DNSChaos(DNSChaos),
+    HTTPChaos(HTTPChaos),
 }
 
 impl Manifest {
-    /// `PodChaos`, `NetworkChaos`, `StressChaos`, `TimeChaos`, `SyscallChaos` or `IOChaos`.
+    /// `PodChaos`, `NetworkChaos`, `StressChaos`, `TimeChaos`, `SyscallChaos`, `IOChaos`,
+    /// `DNSChaos` or `HTTPChaos`.
     pub fn kind(&self) -> &'static str {
         match self {
             Manifest::PodChaos(_) => "PodChaos",
@@ -92,6 +103,8 @@ impl Manifest {
             Manifest::TimeChaos(_) => "TimeChaos",
             Manifest::SyscallChaos(_) => "SyscallChaos",
             Manifest::IOChaos(_) => "IOChaos",
+            Manifest::DNSChaos(_) => "DNSChaos",
+            Manifest::HTTPChaos(_) => "HTTPChaos",
         }
     }
 
@@ -105,6 +118,8 @@ impl Manifest {
             Manifest::TimeChaos(o) => o.action(),
             Manifest::SyscallChaos(o) => o.action(),
             Manifest::IOChaos(o) => o.action(),
+            Manifest::DNSChaos(o) => o.action(),
+            Manifest::HTTPChaos(o) => o.action(),
         }
     }
 
@@ -118,6 +133,8 @@ impl Manifest {
             Manifest::TimeChaos(o) => o.action_name(),
             Manifest::SyscallChaos(o) => o.action_name(),
             Manifest::IOChaos(o) => o.action_name(),
+            Manifest::DNSChaos(o) => o.action_name(),
+            Manifest::HTTPChaos(o) => o.action_name(),
         }
     }
 
@@ -130,6 +147,8 @@ impl Manifest {
             Manifest::TimeChaos(o) => &o.metadata,
             Manifest::SyscallChaos(o) => &o.metadata,
             Manifest::IOChaos(o) => &o.metadata,
+            Manifest::DNSChaos(o) => &o.metadata,
+            Manifest::HTTPChaos(o) => &o.metadata,
         }
     }
 }
@@ -476,6 +495,22 @@ fn load(doc: &Node, chaos_mesh_only: bool) -> Result<Manifest, Vec<SpecError>> {
                 status: None,
             })
         }),
+        "DNSChaos" => from_node::<DNSChaosSpec>(&spec, &sp).map(|s| {
+            s.validate_spec(&sp, &mut p);
+            Manifest::DNSChaos(DNSChaos {
+                metadata: meta,
+                spec: s,
+                status: None,
+            })
+        }),
+        "HTTPChaos" => from_node::<HTTPChaosSpec>(&spec, &sp).map(|s| {
+            s.validate_spec(&sp, &mut p);
+            Manifest::HTTPChaos(HTTPChaos {
+                metadata: meta,
+                spec: s,
+                status: None,
+            })
+        }),
         _ => from_node::<StressChaosSpec>(&spec, &sp).map(|mut s| {
             if chaos_mesh {
                 for (path, message) in chaos_mesh::finish_stress(&mut s, &pending, &sp) {
@@ -521,7 +556,7 @@ pub fn validate_manifest(src: &str) -> Result<Manifest, SpecErrors> {
         0 => Err(SpecErrors(vec![err(
             Pos { line: 1, col: 1 },
             FieldPath::root(),
-            "the file is empty: expected a PodChaos, NetworkChaos, StressChaos, TimeChaos, SyscallChaos or IOChaos",
+            "the file is empty: expected a PodChaos, NetworkChaos, StressChaos, TimeChaos, SyscallChaos, IOChaos, DNSChaos or HTTPChaos",
         )])),
         1 => load(&docs[0], false).map_err(finish),
         n => Err(SpecErrors(vec![err(
@@ -561,6 +596,8 @@ fn to_yaml(m: &Manifest) -> String {
         Manifest::TimeChaos(o) => y("TimeChaos", &o.metadata, &o.spec),
         Manifest::SyscallChaos(o) => y("SyscallChaos", &o.metadata, &o.spec),
         Manifest::IOChaos(o) => y("IOChaos", &o.metadata, &o.spec),
+        Manifest::DNSChaos(o) => y("DNSChaos", &o.metadata, &o.spec),
+        Manifest::HTTPChaos(o) => y("HTTPChaos", &o.metadata, &o.spec),
     }
 }
 
@@ -606,7 +643,7 @@ pub fn convert(src: &str) -> Result<String, SpecErrors> {
         return Err(SpecErrors(vec![err(
             Pos { line: 1, col: 1 },
             FieldPath::root(),
-            "the file is empty: expected Chaos Mesh PodChaos, NetworkChaos, StressChaos, TimeChaos or IOChaos manifests",
+            "the file is empty: expected Chaos Mesh PodChaos, NetworkChaos, StressChaos, TimeChaos, IOChaos, DNSChaos or HTTPChaos manifests",
         )]));
     }
     let mut out = Vec::new();
@@ -675,6 +712,8 @@ mod tests {
             Manifest::TimeChaos(o) => o.selector(),
             Manifest::SyscallChaos(o) => o.selector(),
             Manifest::IOChaos(o) => o.selector(),
+            Manifest::DNSChaos(o) => o.selector(),
+            Manifest::HTTPChaos(o) => o.selector(),
         };
         assert_eq!(s.namespaces, ["shop", "db"]);
         assert_eq!(s.label_selectors["app"], "web");
@@ -1022,6 +1061,202 @@ mod tests {
         assert_eq!(back["percent"], "100");
     }
 
+    fn dns(spec: &str) -> (crate::DNSChaos, havoc_spec::dns::DNSChaos) {
+        let m = round_trip(&cm("DNSChaos", spec));
+        check_selector(&m);
+        let (havoc_spec::FaultSpec::DNSChaos(f), names) = agent_fault(&m) else {
+            panic!("{m:?}")
+        };
+        assert!(
+            names.is_empty(),
+            "the pod's network namespace, not a container"
+        );
+        assert_eq!(m.action_name(), f.summary());
+        let Manifest::DNSChaos(o) = m else { panic!() };
+        (o, f)
+    }
+
+    #[test]
+    fn dns_chaos_fields_map_one_by_one() {
+        use havoc_spec::dns::DnsAction;
+        type Check = fn(&crate::DNSChaos, &havoc_spec::dns::DNSChaos);
+        let cases: &[(&str, Check)] = &[
+            ("  action: error\n", |o, f| {
+                assert_eq!(f.action, DnsAction::Error);
+                assert!(
+                    f.patterns.is_empty() && f.matches("any.name.at.all"),
+                    "no patterns: every name"
+                );
+                assert_eq!(f.percent.0, 100.0, "every matching query, as in Chaos Mesh");
+                assert_eq!(f.delay, None);
+                assert_eq!(o.mode(), crate::Mode::One, "Chaos Mesh's default mode");
+                assert_eq!(o.duration(), None);
+            }),
+            ("  action: random\n", |_, f| {
+                assert_eq!(f.action, DnsAction::Random)
+            }),
+            (
+                "  action: error\n  patterns: [google.com, \"chaos-mesh.*\", github.?om]\n",
+                |_, f| {
+                    assert!(f.matches("google.com") && !f.matches("www.google.com"));
+                    assert!(f.matches("chaos-mesh.org") && f.matches("chaos-mesh.org.cn"));
+                    assert!(
+                        f.matches("github.com")
+                            && f.matches("github.xom")
+                            && !f.matches("github.coom")
+                    );
+                },
+            ),
+            (
+                "  action: error\n  mode: fixed-percent\n  value: \"50\"\n",
+                |o, _| assert_eq!(o.mode(), crate::Mode::FixedPercent(50)),
+            ),
+            (
+                "  action: error\n  mode: fixed\n  value: \"2\"\n",
+                |o, _| assert_eq!(o.mode(), crate::Mode::Fixed(2)),
+            ),
+            ("  action: random\n  duration: 90s\n", |o, _| {
+                assert_eq!(o.duration(), Some(std::time::Duration::from_secs(90)))
+            }),
+        ];
+        for (spec, check) in cases {
+            let (o, f) = dns(spec);
+            check(&o, &f);
+        }
+        let out = convert(&cm("DNSChaos", "  action: error\n  duration: 90s\n")).unwrap();
+        assert!(
+            out.contains("kind: DNSChaos") && out.contains("duration: 1m30s\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn dns_chaos_refuses_what_chaos_mesh_means_otherwise_by_name() {
+        let cases: &[(&str, &str)] = &[
+            ("  action: error\n  containerNames: [app]\n", "cm.yaml:26:3: spec.containerNames: unsupported Chaos Mesh field: containerNames cannot be honoured: Havoc intercepts DNS in the pod's network namespace"),
+            ("  action: error\n  remoteCluster: east\n", "cm.yaml:26:3: spec.remoteCluster: unsupported Chaos Mesh field: multi-cluster"),
+            ("  action: error\n  percent: \"50\"\n", "cm.yaml:26:3: spec.percent: `percent` is a Havoc field, not one of Chaos Mesh's DNSChaos: write apiVersion `havoc.dev/v1alpha1`"),
+            ("  action: error\n  delay: 1s\n", "cm.yaml:26:3: spec.delay: `delay` is a Havoc field"),
+            ("  action: delay\n  delay: 1s\n", "cm.yaml:25:11: spec.action: action `delay` is Havoc's"),
+            ("  action: error\n  patterns: [\"chaos-*.org\"]\n", "spec.patterns[0]: `chaos-*.org`: the wildcard `*` is only allowed at the end"),
+            ("  action: nxdomain\n", "spec.action"),
+            ("  action: error\n  scope: ALL\n", "cm.yaml:26:3: spec.scope: unknown field `scope`"),
+        ];
+        for (spec, want) in cases {
+            let text = refused("DNSChaos", spec);
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+        // The same fields are Havoc's own under havoc.dev.
+        let src = cm(
+            "DNSChaos",
+            "  action: delay\n  delay: 200ms\n  percent: \"50\"\n",
+        )
+        .replace("chaos-mesh.org/v1alpha1", "havoc.dev/v1alpha1");
+        let m = validate_manifest(&src).unwrap_or_else(|e| panic!("{}", e.render("h.yaml")));
+        assert_eq!(
+            m.action_name(),
+            "dns delay 200ms for every name on 50% of queries"
+        );
+    }
+
+    fn http(spec: &str) -> havoc_spec::http::HTTPChaos {
+        let m = round_trip(&cm("HTTPChaos", spec));
+        check_selector(&m);
+        let (havoc_spec::FaultSpec::HTTPChaos(f), names) = agent_fault(&m) else {
+            panic!("{m:?}")
+        };
+        assert!(
+            names.is_empty(),
+            "the pod's network namespace, not a container"
+        );
+        assert_eq!(m.action_name(), f.summary());
+        f
+    }
+
+    #[test]
+    fn http_chaos_fields_map_one_by_one() {
+        use havoc_spec::http::HttpTarget;
+        use std::time::Duration;
+        const REQ: &str = "  target: Request\n  port: 8080\n";
+        const RESP: &str = "  target: Response\n  port: 8080\n";
+        type Check = fn(&havoc_spec::http::HTTPChaos);
+        let cases: &[(&str, &str, Check)] = &[
+            (REQ, "  abort: true\n", |f| {
+                assert_eq!((f.target, f.port, f.abort), (HttpTarget::Request, 8080, Some(true)));
+                assert_eq!((&f.path, &f.method, f.code), (&None, &None, None), "every request");
+                assert_eq!(f.percent.0, 100.0);
+                assert!(f.tls.is_none());
+            }),
+            (RESP, "  abort: true\n", |f| assert_eq!(f.target, HttpTarget::Response)),
+            (REQ, "  path: /api/*\n  abort: true\n", |f| {
+                assert_eq!(f.path.as_deref(), Some("/api/*"));
+                assert!(havoc_spec::http::wildcard_match("/api/*", "/api/v1/items"), "`*` spans `/` as in Chaos Mesh");
+            }),
+            (REQ, "  method: POST\n  abort: true\n", |f| assert_eq!(f.method.as_deref(), Some("POST"))),
+            (RESP, "  code: 200\n  abort: true\n", |f| assert_eq!(f.code, Some(200))),
+            (REQ, "  request_headers: {X-User: alice}\n  abort: true\n", |f| {
+                assert_eq!(f.request_headers["X-User"], "alice")
+            }),
+            (RESP, "  response_headers: {Content-Type: application/json}\n  abort: true\n", |f| {
+                assert_eq!(f.response_headers["Content-Type"], "application/json")
+            }),
+            (REQ, "  delay: 1.5s\n", |f| {
+                assert_eq!(f.delay.map(|d| d.0), Some(Duration::from_millis(1500)))
+            }),
+            (REQ, "  replace: {path: /v2/items, method: PUT, queries: {page: \"1\"}, headers: {X-A: b}}\n", |f| {
+                let r = f.replace.as_ref().expect("replace");
+                assert_eq!((r.path.as_deref(), r.method.as_deref()), (Some("/v2/items"), Some("PUT")));
+                assert_eq!((r.queries["page"].as_str(), r.headers["X-A"].as_str()), ("1", "b"));
+            }),
+            (RESP, "  replace: {code: 503, body: eyJvayI6ZmFsc2V9}\n", |f| {
+                assert_eq!(f.replace.as_ref().and_then(|r| r.code), Some(503));
+                assert_eq!(f.replace_body().as_deref(), Some(&br#"{"ok":false}"#[..]), "base64, as Chaos Mesh's []byte");
+            }),
+            (REQ, "  patch: {queries: [[foo, bar], [foo, baz]], headers: [[X-Chaos, \"1\"]]}\n", |f| {
+                let p = f.patch.as_ref().expect("patch");
+                assert_eq!(p.queries, [["foo", "bar"], ["foo", "baz"]]);
+                assert_eq!(p.headers, [["X-Chaos", "1"]]);
+            }),
+            (RESP, "  patch: {body: {type: JSON, value: '{\"degraded\": true}'}}\n", |f| {
+                let b = f.patch.as_ref().and_then(|p| p.body.as_ref()).expect("body");
+                assert_eq!((b.kind.as_str(), b.value.as_str()), ("JSON", r#"{"degraded": true}"#));
+            }),
+            (REQ, "  abort: true\n  mode: all\n  duration: 2m\n", |_| {}),
+        ];
+        for (head, spec, check) in cases {
+            check(&http(&format!("{head}{spec}")));
+        }
+        let out = convert(&cm(
+            "HTTPChaos",
+            "  target: Request\n  port: 80\n  delay: 1m30s\n  request_headers: {X-A: b}\n",
+        ))
+        .unwrap();
+        assert!(
+            out.contains("delay: 1m30s\n") && out.contains("request_headers:"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn http_chaos_refuses_what_chaos_mesh_means_otherwise_by_name() {
+        let cases: &[(&str, &str)] = &[
+            ("  target: Request\n  port: 443\n  abort: true\n  tls: {secretName: s, secretNamespace: shop, certName: tls.crt, keyName: tls.key}\n", "cm.yaml:28:3: spec.tls: unsupported Chaos Mesh field: tls is not supported in Kubernetes mode yet"),
+            ("  target: Request\n  port: 80\n  abort: true\n  percent: \"50\"\n", "cm.yaml:28:3: spec.percent: `percent` is a Havoc field, not one of Chaos Mesh's HTTPChaos"),
+            ("  target: Request\n  port: 80\n  abort: true\n  remoteCluster: east\n", "spec.remoteCluster: unsupported Chaos Mesh field"),
+            ("  target: Request\n  port: 80\n  abort: true\n  containerNames: [app]\n", "spec.containerNames: unknown field `containerNames`"),
+            ("  target: Request\n  port: 80\n  replace: {body: not base64!}\n", "spec.replace.body: not base64"),
+            ("  target: Request\n  port: 80\n  code: 200\n  abort: true\n", "spec.code: code selects responses by status: it needs `target: Response`"),
+            ("  target: Response\n  port: 80\n  replace: {path: /x}\n", "spec.replace.path: replace.path changes requests"),
+            ("  target: Request\n  port: 80\n", "spec: no action: give at least one of abort: true, delay, replace, patch"),
+            ("  target: Request\n  port: 80\n  patch: {body: {type: XML, value: x}}\n", "spec.patch.body.type: `XML` is not a patch type"),
+            ("  target: Request\n  abort: true\n", "port"),
+        ];
+        for (spec, want) in cases {
+            let text = refused("HTTPChaos", spec);
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+    }
+
     fn network(spec: &str) -> crate::NetworkChaos {
         match round_trip(&cm("NetworkChaos", spec)) {
             Manifest::NetworkChaos(o) => o,
@@ -1356,11 +1591,14 @@ mod tests {
             2
         );
         assert!(out.contains("kind: StressChaos"));
-        let bad =
-            convert(&format!("{a}---\n{}", cm("HTTPChaos", "  action: abort\n"))).unwrap_err();
+        let bad = convert(&format!(
+            "{a}---\n{}",
+            cm("KernelChaos", "  action: abort\n")
+        ))
+        .unwrap_err();
         assert!(
             bad.render("s.yaml")
-                .contains("s.yaml:28:7: kind: unsupported kind `HTTPChaos`"),
+                .contains("s.yaml:28:7: kind: unsupported kind `KernelChaos`"),
             "{}",
             bad.render("s.yaml")
         );

@@ -1,7 +1,7 @@
 //! `havoc-k8s`: Havoc's Kubernetes object model.
 //!
 //! The chaos custom resources (`PodChaos`, `NetworkChaos`, `StressChaos`, `TimeChaos`,
-//! `SyscallChaos`, `IOChaos` in `havoc.dev/v1alpha1`),
+//! `SyscallChaos`, `IOChaos`, `DNSChaos`, `HTTPChaos` in `havoc.dev/v1alpha1`),
 //! the Chaos Mesh pod selector and its seeded selection, the namespace policy, the compact status
 //! records, and the conversion of Chaos Mesh manifests. Everything here is pure (no I/O, no async),
 //! so the operator, the CLI (`havoc crds`, `havoc validate`) and tests share one definition.
@@ -24,9 +24,10 @@ use std::time::Duration;
 
 pub use convert::{convert, validate_manifest, Manifest};
 pub use crd::{
-    crds, crds_yaml, IOChaos, IOChaosSpec, NetworkChaos, NetworkChaosSpec, NetworkTarget, Peer,
-    PeerHost, Peers, PodAction, PodChaos, PodChaosSpec, StressChaos, StressChaosSpec, SyscallChaos,
-    SyscallChaosSpec, TimeChaos, TimeChaosSpec,
+    crds, crds_yaml, DNSChaos, DNSChaosSpec, HTTPChaos, HTTPChaosSpec, IOChaos, IOChaosSpec,
+    NetworkChaos, NetworkChaosSpec, NetworkTarget, Peer, PeerHost, Peers, PodAction, PodChaos,
+    PodChaosSpec, StressChaos, StressChaosSpec, SyscallChaos, SyscallChaosSpec, TimeChaos,
+    TimeChaosSpec,
 };
 pub use policy::NamespacePolicy;
 pub use selector::{select, Mode, PodSelector, Selection, SelectionInput};

@@ -22,8 +22,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
 use havoc_k8s::{
-    ChaosObject, IOChaos, NamespacePolicy, NetworkChaos, PodChaos, StressChaos, SyscallChaos,
-    TimeChaos,
+    ChaosObject, DNSChaos, HTTPChaos, IOChaos, NamespacePolicy, NetworkChaos, PodChaos,
+    StressChaos, SyscallChaos, TimeChaos,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
@@ -213,6 +213,8 @@ pub async fn run_controllers(ctx: Arc<controller::Context>, shutdown: ShutdownSi
         one::<StressChaos>(ctx.clone(), shutdown.clone()),
         one::<TimeChaos>(ctx.clone(), shutdown.clone()),
         one::<SyscallChaos>(ctx.clone(), shutdown.clone()),
+        one::<DNSChaos>(ctx.clone(), shutdown.clone()),
+        one::<HTTPChaos>(ctx.clone(), shutdown.clone()),
         schedule::controller(ctx.clone(), shutdown.clone()),
         workflow::controller(ctx.clone(), shutdown.clone()),
         statuscheck::controller(ctx.clone(), shutdown.clone()),
@@ -222,8 +224,7 @@ pub async fn run_controllers(ctx: Arc<controller::Context>, shutdown: ShutdownSi
 }
 
 /// Kinds and actions that need the node agents (and so their mTLS files).
-pub const AGENT_KINDS: &str =
-    "NetworkChaos, StressChaos, TimeChaos, SyscallChaos, IOChaos and PodChaos container-kill";
+pub const AGENT_KINDS: &str = "NetworkChaos, StressChaos, TimeChaos, SyscallChaos, IOChaos, DNSChaos, HTTPChaos and PodChaos container-kill";
 
 /// `havoc operator`: serves metrics, waits for leadership (when enabled), then reconciles until
 /// SIGTERM/SIGINT (in-flight reconciles get [`SHUTDOWN_GRACE`]) or until leadership is lost (an

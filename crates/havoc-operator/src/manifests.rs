@@ -54,13 +54,13 @@ metadata:
   name: havoc-operator
 rules:
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos", "networkchaos", "stresschaos", "timechaos", "syscallchaos", "iochaos"]
+    resources: ["podchaos", "networkchaos", "stresschaos", "timechaos", "syscallchaos", "iochaos", "dnschaos", "httpchaos"]
     verbs: ["get", "list", "watch", "patch", "update"]
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos/status", "networkchaos/status", "stresschaos/status", "timechaos/status", "syscallchaos/status", "iochaos/status"]
+    resources: ["podchaos/status", "networkchaos/status", "stresschaos/status", "timechaos/status", "syscallchaos/status", "iochaos/status", "dnschaos/status", "httpchaos/status"]
     verbs: ["get", "patch", "update"]
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos/finalizers", "networkchaos/finalizers", "stresschaos/finalizers", "timechaos/finalizers", "syscallchaos/finalizers", "iochaos/finalizers"]
+    resources: ["podchaos/finalizers", "networkchaos/finalizers", "stresschaos/finalizers", "timechaos/finalizers", "syscallchaos/finalizers", "iochaos/finalizers", "dnschaos/finalizers", "httpchaos/finalizers"]
     verbs: ["update"]
   - apiGroups: [""]
     resources: ["pods"]

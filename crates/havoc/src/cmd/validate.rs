@@ -120,5 +120,7 @@ fn describe(m: &havoc_k8s::convert::Manifest) -> String {
         Manifest::TimeChaos(o) => one("TimeChaos", o),
         Manifest::SyscallChaos(o) => one("SyscallChaos", o),
         Manifest::IOChaos(o) => one("IOChaos", o),
+        Manifest::DNSChaos(o) => one("DNSChaos", o),
+        Manifest::HTTPChaos(o) => one("HTTPChaos", o),
     }
 }
