@@ -2,9 +2,12 @@
 //!
 //! A chaos object may hit thousands of pods and its status must stay well under the API server's
 //! object size limit (about 50 bytes per target for 5,000 targets in 256 KiB). So:
-//! - each record is one short line, `POD CONTAINER12 NODE# [i=N] [r=N]`: the container id
-//!   shortened as `crictl` shows it (the full id is re-read from the pod), the node as an index
-//!   into `records.nodes` (node names are long and shared by many pods);
+//! - each record is one short line, `POD CONTAINER12 NODE#[@SINCE][+SERVED] [i=N] [r=N]`: the
+//!   container id shortened as `crictl` shows it (the full id is re-read from the pod), the node
+//!   as an index into `records.nodes` (node names are long and shared by many pods), and the
+//!   target's own fault clock (see [`Record::since_ms`]) as base-36 milliseconds glued to the
+//!   node number (`12@4mo`: 4 bytes for an injection within 46 s of the start, where a
+//!   ` t=6000` item would cost 7 and push a 5,000-target status over 256 KiB);
 //! - agent injection ids are not kept: the operator finds its injections again through the
 //!   agent's `List` and the idempotency keys it builds itself (`id=` items written by older
 //!   versions are accepted and dropped);
@@ -149,6 +152,17 @@ pub struct Record {
     pub recovered: u32,
     /// The last error; kept only while Failed or Gone, at most [`ERROR_LEN`] bytes.
     pub last_error: Option<String>,
+    /// The target's own fault clock: when its current period in effect began (once recovered:
+    /// its last one), in milliseconds after `startedAt` (which is kept to the whole second, so
+    /// the offset is exact), as measured when the injection succeeded. `None` while the fault
+    /// is not on it (not injected yet, or taken off by a pause). A record written before this
+    /// existed has none: read it through [`ChaosStatus::since_unix_ms`], which falls back to
+    /// `startedAt` for an injected record.
+    pub since_ms: Option<u64>,
+    /// Active time served in periods that ended (before a pause; once recovered, all of them),
+    /// in milliseconds. A target is due for recovery when `served + (now - since)` reaches the
+    /// duration.
+    pub served_ms: u64,
 }
 
 /// `0f1e2d3c-4b5a-...` -> `0f1e2d3c`: the part of a pod uid a pod-level record keeps.
@@ -199,6 +213,8 @@ impl Record {
             injected: 0,
             recovered: 0,
             last_error: None,
+            since_ms: None,
+            served_ms: 0,
         }
     }
 
@@ -237,6 +253,14 @@ impl Record {
             }
             None => f.push('-'),
         }
+        if let Some(t) = self.since_ms {
+            f.push('@');
+            push_base36(&mut f, t);
+        }
+        if self.served_ms > 0 {
+            f.push('+');
+            push_base36(&mut f, self.served_ms);
+        }
         if self.injected != self.default_injected() {
             let _ = write!(f, " i={}", self.injected);
         }
@@ -248,6 +272,53 @@ impl Record {
         }
         f
     }
+}
+
+fn push_base36(f: &mut String, mut v: u64) {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut buf = [0u8; 13];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v % 36) as usize];
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    f.extend(buf[i..].iter().map(|&b| b as char));
+}
+
+fn parse_base36(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 12 {
+        return None;
+    }
+    u64::from_str_radix(s, 36).ok()
+}
+
+/// `12@4mo+1a` -> (`12`, since 4mo, served 1a): the node number and the target's clock.
+fn split_clock(field: &str) -> Result<(&str, Option<u64>, u64), String> {
+    let end = field.find(['@', '+']).unwrap_or(field.len());
+    let (node, mut rest) = field.split_at(end);
+    let mut since = None;
+    let mut served = 0;
+    if let Some(r) = rest.strip_prefix('@') {
+        let n = r.find('+').unwrap_or(r.len());
+        since = Some(
+            parse_base36(&r[..n])
+                .ok_or_else(|| format!("`{field}`: `@{}` is not base-36 milliseconds", &r[..n]))?,
+        );
+        rest = &r[n..];
+    }
+    if let Some(r) = rest.strip_prefix('+') {
+        served = parse_base36(r)
+            .ok_or_else(|| format!("`{field}`: `+{r}` is not base-36 milliseconds"))?;
+        rest = "";
+    }
+    if !rest.is_empty() {
+        return Err(format!("`{field}`: unexpected `{rest}`"));
+    }
+    Ok((node, since, served))
 }
 
 /// Parses the one-line form; namespace, node and phase come from the group.
@@ -268,7 +339,10 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
     };
     let name = next("pod name")?;
     let container_id = next("container id")?;
-    let node_ix = next("node number")?;
+    let node_field = next("node number")?;
+    let (node_ix, since_ms, served_ms) =
+        split_clock(&node_field).map_err(|e| format!("record `{line}`: {e}"))?;
+    let node_ix = if node_ix == "-" { "" } else { node_ix };
     let node = if node_ix.is_empty() {
         String::new()
     } else {
@@ -293,6 +367,8 @@ fn parse_line(line: &str, g: &grouped::Group, nodes: &[String]) -> Result<Record
         injected: 0,
         recovered: 0,
         last_error: g.error.clone(),
+        since_ms,
+        served_ms,
     };
     r.injected = r.default_injected();
     r.recovered = r.default_recovered();
@@ -423,6 +499,65 @@ impl ChaosStatus {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
+
+    /// `startedAt` in Unix milliseconds.
+    pub fn started_unix_ms(&self) -> Option<i64> {
+        self.started_at.as_ref().map(|t| t.0.as_millisecond())
+    }
+
+    /// When `record`'s fault came into effect (its current period; once recovered, its last
+    /// one), in Unix milliseconds. A record written before records kept their own clock has no
+    /// [`Record::since_ms`]: one in effect (Injected, Recovering) falls back to `startedAt`.
+    pub fn since_unix_ms(&self, record: &Record) -> Option<i64> {
+        let start = self.started_unix_ms()?;
+        running_since(record).map(|ms| start.saturating_add(ms as i64))
+    }
+
+    /// `at` (Unix milliseconds) as milliseconds after `startedAt`: what a record keeps. 0 for
+    /// a time before the start (clocks of two operator hosts disagreeing) or without a start.
+    pub fn offset_ms(&self, at_unix_ms: i64) -> u64 {
+        self.started_unix_ms()
+            .map_or(0, |s| at_unix_ms.saturating_sub(s).max(0) as u64)
+    }
+}
+
+/// The start of `record`'s period in effect in ms after `startedAt`; `startedAt` itself (0) for
+/// an in-effect record written before records kept their own clock.
+fn running_since(record: &Record) -> Option<u64> {
+    match record.since_ms {
+        Some(ms) => Some(ms),
+        None if matches!(
+            record.phase,
+            RecordPhase::Injected | RecordPhase::Recovering
+        ) =>
+        {
+            Some(0)
+        }
+        None => None,
+    }
+}
+
+/// The fault came into effect on `record` `at_ms` after `startedAt` (the moment its injection
+/// succeeded): [`mark_injected`], and the target's clock starts unless it runs already. A
+/// target injected again after its container restarted or its pod was replaced under the same
+/// name continues its own clock: the restart does not buy it a new full duration, so it is
+/// recovered when the duration of its first injection (less any pause) is over.
+pub fn mark_injected_at(record: &mut Record, at_ms: u64) {
+    record.since_ms = Some(running_since(record).unwrap_or(at_ms));
+    mark_injected(record);
+}
+
+/// The fault was taken off `record` `at_ms` after `startedAt`: [`mark_recovered`], and the
+/// period in effect is added to [`Record::served_ms`]. A pause (`paused`) stops the clock (the
+/// target gets its remaining time when injected again); a final recovery keeps `since_ms` as
+/// the start of the last period, so a recovered record shows when its fault last came into
+/// effect and, in `served_ms`, how long it was held in all.
+pub fn mark_recovered_at(record: &mut Record, at_ms: u64, paused: bool) {
+    if let Some(since) = running_since(record) {
+        record.served_ms = record.served_ms.saturating_add(at_ms.saturating_sub(since));
+        record.since_ms = if paused { None } else { Some(since) };
+    }
+    mark_recovered(record);
 }
 
 /// The record for `pod`, created in phase Injecting if absent; an existing record keeps its
@@ -709,7 +844,8 @@ pub mod sample {
             if i % 50 == 49 {
                 mark_failed(r, &"rpc error: code = Unavailable desc = connection refused while dialing the agent on the node; ".repeat(4));
             } else {
-                mark_injected(r);
+                // Injected 32 at a time, the last ones ~30 s after the first.
+                mark_injected_at(r, 1_000 + i as u64 * 6);
             }
         }
         // What the operator writes besides the records: generation, start and end of the run.
@@ -953,6 +1089,108 @@ mod tests {
         let old: ChaosStatus = serde_json::from_value(legacy).unwrap();
         let line = serde_json::to_value(&old).unwrap()["records"]["groups"][0]["pods"][0].clone();
         assert_eq!(line, "a 0123456789ab 0");
+    }
+
+    #[test]
+    fn a_records_own_clock_round_trips_compactly() {
+        let pods = [pod("shop", "a", "n1", &[]), pod("shop", "b", "n1", &[])];
+        let mut st = status_with(&pods);
+        st.started_at = Some(time(1_700_000_000));
+        // a came into effect 4,512 ms after the start; b was paused after 61 s in effect.
+        mark_injected_at(st.find_mut("shop", "a").unwrap(), 4_512);
+        let b = st.find_mut("shop", "b").unwrap();
+        mark_injected_at(b, 1_000);
+        mark_recovering(b);
+        mark_recovered_at(b, 62_000, true);
+        b.phase = RecordPhase::Injecting;
+        assert_eq!((b.since_ms, b.served_ms), (None, 61_000));
+        let json = serde_json::to_value(&st).unwrap();
+        let lines: Vec<&str> = json["records"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["pods"].as_array().unwrap())
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.ends_with(" 0+1b2g i=1 r=1")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.ends_with(" 0@3hc")), "{lines:?}");
+        let back: ChaosStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, st);
+        let a = back.find("shop", "a").unwrap();
+        assert_eq!(
+            back.since_unix_ms(a),
+            Some(1_700_000_000_000 + 4_512),
+            "measured to the millisecond"
+        );
+        // Injected again after the pause, then recovered at the end: since is the last
+        // period's start, served everything.
+        let b = st.find_mut("shop", "b").unwrap();
+        mark_injected_at(b, 100_000);
+        mark_injected_at(b, 130_000);
+        assert_eq!(
+            b.since_ms,
+            Some(100_000),
+            "a re-injection continues the clock"
+        );
+        mark_recovering(b);
+        mark_recovered_at(b, 99_000 + 100_000, false);
+        assert_eq!((b.since_ms, b.served_ms), (Some(100_000), 160_000));
+        // No node, with a clock.
+        let r = parse_line(
+            "c 0123456789ab -@a+b i=2",
+            &grouped::Group {
+                namespace: "x".into(),
+                phase: RecordPhase::Injected,
+                error: None,
+                pods: vec![],
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.node.as_str(), r.since_ms, r.served_ms),
+            ("", Some(10), 11)
+        );
+        for bad in ["c - 0@", "c - 0@zz!", "c - 0+", "c - 0@-1", "c - 0x@1"] {
+            let g = grouped::Group {
+                namespace: "x".into(),
+                phase: RecordPhase::Injected,
+                error: None,
+                pods: vec![],
+            };
+            let _ = parse_line(bad, &g, &["n".into()]).expect_err(bad);
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_clock_falls_back_to_started_at() {
+        // Written before records kept their own clock.
+        let legacy = serde_json::json!({
+            "startedAt": "2025-01-01T00:00:00Z",
+            "records": {"nodes": ["n1"], "groups": [
+                {"namespace": "shop", "phase": "Injected", "pods": ["a 0123456789ab 0"]},
+                {"namespace": "shop", "phase": "Injecting", "pods": ["b 0123456789ab 0"]}
+            ]}
+        });
+        let mut st: ChaosStatus = serde_json::from_value(legacy).unwrap();
+        let start = st.started_unix_ms().unwrap();
+        let a = st.find("shop", "a").unwrap();
+        assert_eq!(a.since_ms, None);
+        assert_eq!(
+            st.since_unix_ms(a),
+            Some(start),
+            "in effect: since startedAt"
+        );
+        let b = st.find("shop", "b").unwrap();
+        assert_eq!(st.since_unix_ms(b), None, "not in effect");
+        // Its clock, once touched, is kept from startedAt.
+        let a = st.find_mut("shop", "a").unwrap();
+        mark_injected_at(a, 30_000);
+        assert_eq!(a.since_ms, Some(0));
+        assert_eq!(st.offset_ms(start - 5), 0, "never before the start");
     }
 
     #[test]

@@ -337,37 +337,75 @@ fn to_time(t: SystemTime) -> Time {
     Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-/// The plan's clock from status: started_at, the Paused condition and ends_at (which moves by
-/// each pause's length).
-pub fn clock_of(status: &ChaosStatus, duration: Option<Duration>) -> Clock {
+/// The plan's clock from status: `startedAt`, the Paused condition, and `endsAt` once finished
+/// (each target's own clock is on its record: see [`targets_of`]).
+pub fn clock_of(status: &ChaosStatus) -> Clock {
     let started = status.started_at.as_ref().map(to_system);
     let paused_at = status
         .condition(st::PAUSED)
         .filter(|c| c.status == "True")
         .map(|c| to_system(&c.last_transition_time));
-    let paused_for = match (started, status.ends_at.as_ref(), duration) {
-        (Some(s), Some(e), Some(d)) => to_system(e)
-            .duration_since(s)
-            .unwrap_or_default()
-            .saturating_sub(d),
-        _ => Duration::ZERO,
-    };
     let finished = (status.phase == st::Phase::Finished)
         .then(|| status.ends_at.as_ref().map(to_system).or(started))
         .flatten();
     Clock {
         started,
         paused_at,
-        paused_for,
         finished,
     }
+}
+
+/// The target's own clock from its record: when its period in effect began (a record written
+/// before records kept it, in effect, falls back to `startedAt`) and what it served before.
+fn record_clock(status: &ChaosStatus, r: &Record) -> (Option<SystemTime>, Duration) {
+    let since = status
+        .since_unix_ms(r)
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
+    (since, Duration::from_millis(r.served_ms))
+}
+
+/// The latest end of the targets in effect according to their records (status `endsAt`).
+fn planned_end(status: &ChaosStatus, spec: &plan::Spec) -> Option<SystemTime> {
+    let targets: Vec<plan::Target> = status
+        .records
+        .iter()
+        .map(|r| {
+            let (since, served) = record_clock(status, r);
+            plan::Target {
+                id: TargetId {
+                    namespace: r.namespace.clone(),
+                    pod: r.name.clone(),
+                    pod_uid: String::new(),
+                    container: String::new(),
+                },
+                node: String::new(),
+                container_id: String::new(),
+                phase: record_phase(r.phase),
+                since,
+                served,
+            }
+        })
+        .collect();
+    plan::planned_end(spec, &targets)
+}
+
+/// Now, as status keeps a record's clock: milliseconds after `startedAt`.
+fn now_offset(status: &ChaosStatus) -> u64 {
+    status.offset_ms(unix_ms(SystemTime::now()))
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 fn record_phase(p: RecordPhase) -> Phase {
     match p {
         RecordPhase::Injecting => Phase::Pending,
         RecordPhase::Injected | RecordPhase::Recovering => Phase::Injected,
-        RecordPhase::Recovered | RecordPhase::Gone => Phase::Recovered,
+        RecordPhase::Recovered => Phase::Recovered,
+        RecordPhase::Gone => Phase::Gone,
         RecordPhase::Failed => Phase::Failed,
     }
 }
@@ -438,7 +476,10 @@ fn targets_of(status: &ChaosStatus, world: &World, names: Option<&[String]>) -> 
                         .and_then(|p| target_container(p, n))
                 })
                 .unwrap_or_default();
+            let (since, served) = record_clock(status, r);
             plan::Target {
+                since,
+                served,
                 id: TargetId {
                     namespace: r.namespace.clone(),
                     pod: r.name.clone(),
@@ -847,12 +888,14 @@ impl<K: ChaosObject> Run<'_, K> {
             futures::stream::iter(work.into_iter().map(|(id, cid, pod)| async move {
                 let started = Instant::now();
                 let r = injector.inject_pod(&pod, &id, &cid).await;
-                (id, cid, pod, r, started.elapsed())
+                // The moment the fault came into effect: the target's clock starts here.
+                let at = SystemTime::now();
+                (id, cid, pod, r, at, started.elapsed())
             }))
             .buffer_unordered(limit);
         let mut last_progress = Instant::now();
-        while let Some((id, cid, pod, result, took)) = results.next().await {
-            self.after_inject(&id, &cid, &pod, result, took).await;
+        while let Some((id, cid, pod, result, at, took)) = results.next().await {
+            self.after_inject(&id, &cid, &pod, result, at, took).await;
             if large && last_progress.elapsed() >= PROGRESS_EVERY {
                 self.write_progress().await;
                 last_progress = Instant::now();
@@ -882,12 +925,14 @@ impl<K: ChaosObject> Run<'_, K> {
         cid: &str,
         pod: &Pod,
         result: Result<Option<(String, Injection)>, String>,
+        at: SystemTime,
         took: Duration,
     ) {
         let Some(before) = self.status.find(&id.namespace, &id.pod).cloned() else {
             return;
         };
         let kind = action_kind(&self.action);
+        let at_ms = self.status.offset_ms(unix_ms(at));
         let Some(r) = self.record(id) else { return };
         let held = match result {
             Ok(held) => {
@@ -899,7 +944,7 @@ impl<K: ChaosObject> Run<'_, K> {
                 if let Some((node, _)) = &held {
                     r.node.clone_from(node);
                 }
-                st::mark_injected(r);
+                st::mark_injected_at(r, at_ms);
                 if kind == ActionKind::OneShot {
                     st::mark_recovered(r);
                 }
@@ -1128,10 +1173,11 @@ impl<K: ChaosObject> Run<'_, K> {
             }
             _ => Ok(()),
         };
+        let at_ms = now_offset(&self.status);
         let Some(r) = self.record(id) else { return };
         match result {
             Ok(()) => {
-                st::mark_recovered(r);
+                st::mark_recovered_at(r, at_ms, then == Phase::Pending);
                 if then == Phase::Pending {
                     r.phase = RecordPhase::Injecting;
                 }
@@ -1286,6 +1332,7 @@ async fn apply<K: ChaosObject>(
     let mut requeue: Option<Action> = None;
     let mut selected_now = false;
     let mut experiment_phase: Option<ExperimentPhase> = None;
+    let mut finished_at: Option<SystemTime> = None;
     // Deletion or the end of the experiment: sweep the nodes for leftover injections after.
     let mut sweep: Option<bool> = None;
     'outer: for _round in 0..2 {
@@ -1306,7 +1353,7 @@ async fn apply<K: ChaosObject>(
                 || !run.status.records.is_empty()
                 || run.status.started_at.is_some(),
             targets: &targets,
-            clock: clock_of(&run.status, spec.duration),
+            clock: clock_of(&run.status),
             live: &live,
         };
         let steps = decide(&observed);
@@ -1344,12 +1391,20 @@ async fn apply<K: ChaosObject>(
                 }
                 Step::MarkGone { id, reason } => {
                     if let Some(r) = run.record(&id) {
-                        st::mark_gone(r, reason);
+                        let why = match (reason, r.last_error.take()) {
+                            // Say why it never came into effect.
+                            (plan::NOT_INJECTED, Some(e)) => format!("{reason}: last error: {e}"),
+                            _ => reason.to_string(),
+                        };
+                        st::mark_gone(r, &why);
                     }
                 }
                 Step::SetClock(c) => {
                     run.status.started_at = c.started.map(to_time);
-                    run.status.ends_at = plan::end_time(&spec, &c).map(to_time);
+                    if c.finished.is_some() && finished_at.is_none() {
+                        // After this reconcile's recoveries: the measured end.
+                        finished_at = Some(SystemTime::now());
+                    }
                     let now = to_time(SystemTime::now());
                     let was = run
                         .status
@@ -1388,6 +1443,16 @@ async fn apply<K: ChaosObject>(
         if run.errors.is_empty() || best_effort {
             run.sweep(best_effort).await;
         }
+    }
+    match (finished_at, experiment_phase) {
+        (Some(end), _) => run.status.ends_at = Some(to_time(end)),
+        // While running: the latest end of the targets in effect, as it stands.
+        (None, Some(ExperimentPhase::Running)) => {
+            run.status.ends_at = planned_end(&run.status, &spec).map(to_time);
+        }
+        // Paused: no end until resumed.
+        (None, Some(ExperimentPhase::Paused)) => run.status.ends_at = None,
+        _ => {}
     }
     let now = to_time(SystemTime::now());
     st::derive_conditions(&mut run.status, &now);
@@ -1634,17 +1699,52 @@ mod tests {
     }
 
     #[test]
-    fn clock_accounts_for_pauses_through_ends_at() {
+    fn clock_comes_from_started_at_the_paused_condition_and_a_finished_end() {
         let mut s = ChaosStatus::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         s.started_at = Some(to_time(t0));
         s.ends_at = Some(to_time(t0 + Duration::from_secs(100)));
-        let c = clock_of(&s, Some(Duration::from_secs(60)));
+        let c = clock_of(&s);
         assert_eq!(c.started, Some(t0));
-        assert_eq!(c.paused_for, Duration::from_secs(40));
         assert_eq!(c.paused_at, None);
+        assert_eq!(c.finished, None, "endsAt of a running experiment is a plan");
         st::set_paused(&mut s, true, &to_time(t0 + Duration::from_secs(70)));
-        let c = clock_of(&s, Some(Duration::from_secs(60)));
+        let c = clock_of(&s);
         assert_eq!(c.paused_at, Some(t0 + Duration::from_secs(70)));
+        s.phase = st::Phase::Finished;
+        assert_eq!(clock_of(&s).finished, Some(t0 + Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn records_map_to_targets_on_their_own_clocks() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut s = ChaosStatus {
+            started_at: Some(to_time(t0)),
+            ..Default::default()
+        };
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "app", "uid": "u1"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app"}]}
+        }))
+        .expect("pod");
+        let r = st::upsert_target(&mut s, &p, "containerd://0123456789abcdef");
+        st::mark_injected_at(r, 1_234);
+        let (since, served) = record_clock(&s, &s.records[0]);
+        assert_eq!(since, Some(t0 + Duration::from_millis(1_234)));
+        assert_eq!(served, Duration::ZERO);
+        // A record from before records kept their clock: in effect since startedAt.
+        s.records[0].since_ms = None;
+        assert_eq!(record_clock(&s, &s.records[0]).0, Some(t0));
+        let spec = plan::Spec {
+            duration: Some(Duration::from_secs(60)),
+            kind: ActionKind::Leased,
+            lease_ttl: Duration::from_secs(30),
+        };
+        s.records[0].since_ms = Some(500);
+        s.records[0].served_ms = 10_000;
+        assert_eq!(
+            planned_end(&s, &spec),
+            Some(t0 + Duration::from_millis(500 + 50_000))
+        );
     }
 }

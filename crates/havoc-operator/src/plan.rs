@@ -4,9 +4,28 @@
 //! status, its annotations and deletion), the live state of the targeted pods and `now`, and
 //! returns [`Step`]s for the thin kube glue in [`crate::controller`] to carry out in order. Every
 //! rule of the lifecycle lives here and is unit-tested without an API server: selection once,
-//! injection, lease renewal, the duration end (requeued at exactly the end time), pause and
-//! resume with the remaining duration, re-injection of restarted containers, vanished targets
-//! counted as recovered with a reason, forced cleanup.
+//! injection, lease renewal, each target's own duration (requeued at exactly the next target's
+//! end), pause and resume with each target's remaining time, re-injection of restarted
+//! containers, vanished targets counted as recovered with a reason, forced cleanup.
+//!
+//! # Each target has its own clock
+//!
+//! A fault's duration counts from the moment it came into effect on that target
+//! ([`Target::since`], measured when its injection succeeded), not from the experiment's start:
+//! 1,000 pods injected with bounded parallelism, or a container that starts late, each get the
+//! whole duration. A pause takes every fault off and banks each target's active time in
+//! [`Target::served`]; on resume each gets what it has left. A target injected again after its
+//! container restarted (or its pod was replaced under the same name) continues its own clock:
+//! it is recovered when its first injection's duration is over, as if the fault had stayed on
+//! (the restart does not buy it a fresh duration, which could otherwise hold an experiment open
+//! forever on a crash-looping pod).
+//!
+//! Targets are injected while the experiment's injection window is open: until some target
+//! has served the whole duration (pauses excluded), or the duration has passed since the start
+//! when none has come into effect yet. A target not in effect when the window closes (its
+//! container never started, its agent never answered) is given up with the reason
+//! [`NOT_INJECTED`]. The experiment finishes when every target has served its duration, is gone
+//! or was given up; status then shows the measured end (the last recovery).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -22,6 +41,8 @@ pub const FINALIZER: &str = "havoc.dev/recover";
 pub const POD_DELETED: &str = "pod deleted";
 /// Reason recorded for a target whose node is gone.
 pub const NODE_GONE: &str = "node gone";
+/// Reason recorded for a target that never came into effect before the injection window closed.
+pub const NOT_INJECTED: &str = "not injected before the experiment's injection window closed";
 
 /// How the action behaves over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +90,9 @@ pub enum Phase {
     Recovered,
     /// The last attempt failed; retried.
     Failed,
+    /// The pod vanished (deleted, its node gone) with the fault on it. Its clock runs on to its
+    /// end: a pod back under the same name is injected for the rest of the target's time.
+    Gone,
 }
 
 /// One target as recorded in status.
@@ -82,6 +106,12 @@ pub struct Target {
     pub container_id: String,
     /// Current phase.
     pub phase: Phase,
+    /// When the target's current period in effect began: `None` while its fault is off by
+    /// design (never injected, or taken off by a pause). Still set after a container restart,
+    /// a lost lease or a vanished pod: the clock runs on until the target's end.
+    pub since: Option<SystemTime>,
+    /// Active time served in earlier periods (before a pause; once recovered, in all).
+    pub served: Duration,
 }
 
 /// The live state of a targeted pod.
@@ -95,16 +125,15 @@ pub struct LivePod {
     pub containers: BTreeMap<String, String>,
 }
 
-/// The experiment's clock, kept in status.
+/// The experiment's clock, kept in status (each target's own clock is on its [`Target`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Clock {
-    /// When the targets were first injected.
+    /// When the experiment started (whole seconds: status keeps `startedAt` to the second, and
+    /// records count their own clocks in milliseconds from it).
     pub started: Option<SystemTime>,
     /// When the current pause began.
     pub paused_at: Option<SystemTime>,
-    /// Total time spent paused before the current pause.
-    pub paused_for: Duration,
-    /// When the experiment finished (duration over, one-shot done).
+    /// When the experiment finished (every target served, one-shot done).
     pub finished: Option<SystemTime>,
 }
 
@@ -194,9 +223,58 @@ pub enum Step {
     RequeueAfter(Duration),
 }
 
-/// When the experiment ends, accounting for pauses; `None` without a duration or start.
-pub fn end_time(spec: &Spec, clock: &Clock) -> Option<SystemTime> {
-    Some(clock.started? + clock.paused_for + spec.duration?)
+impl Target {
+    /// Whether the target's clock runs: its fault came into effect and it is not recovered.
+    pub fn in_effect(&self) -> bool {
+        self.since.is_some() && self.phase != Phase::Recovered
+    }
+
+    /// Active time served by `now`.
+    pub fn served_by(&self, now: SystemTime) -> Duration {
+        match self.since {
+            Some(s) if self.in_effect() => self.served + now.duration_since(s).unwrap_or_default(),
+            _ => self.served,
+        }
+    }
+}
+
+/// When `t` is due for recovery: its period in effect began at `since`, plus what remains of
+/// the duration. `None` without a duration or while its clock does not run.
+pub fn target_end(spec: &Spec, t: &Target) -> Option<SystemTime> {
+    if !t.in_effect() {
+        return None;
+    }
+    Some(t.since? + spec.duration?.saturating_sub(t.served))
+}
+
+/// The latest end of the targets in effect: the experiment's planned end as it stands (status
+/// `endsAt` while running).
+pub fn planned_end(spec: &Spec, targets: &[Target]) -> Option<SystemTime> {
+    targets.iter().filter_map(|t| target_end(spec, t)).max()
+}
+
+/// `t` rounded down to the whole second.
+pub fn whole_second(t: SystemTime) -> SystemTime {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs())
+}
+
+/// Whether targets not yet in effect may still be injected: no target has served the whole
+/// duration yet (or, when none ever came into effect, the duration has not passed since the
+/// start). Always open without a duration.
+fn window_open(o: &Observed<'_>, started: SystemTime) -> bool {
+    let Some(d) = o.spec.duration else {
+        return true;
+    };
+    let ever = o
+        .targets
+        .iter()
+        .any(|t| t.since.is_some() || !t.served.is_zero());
+    if ever {
+        !o.targets.iter().any(|t| t.served_by(o.now) >= d)
+    } else {
+        o.now < started + d
+    }
 }
 
 fn vanished(t: &Target, live: &BTreeMap<String, LivePod>) -> Option<&'static str> {
@@ -266,86 +344,132 @@ pub fn decide(o: &Observed<'_>) -> Vec<Step> {
         steps.push(Step::SetPhase(ExperimentPhase::Paused));
         return steps;
     }
-    if let Some(p) = clock.paused_at.take() {
-        clock.paused_for += o.now.duration_since(p).unwrap_or_default();
+    if clock.paused_at.take().is_some() {
         steps.push(Step::SetClock(clock));
         steps.push(Step::Event {
             reason: "Resumed",
-            message: match end_time(&o.spec, &clock) {
-                Some(e) => format!(
-                    "resumed for the remaining {}",
-                    humanize(e.duration_since(o.now).unwrap_or_default())
-                ),
-                None => "resumed".to_string(),
-            },
+            message: resumed_message(o),
         });
     }
-    if clock.started.is_none() {
-        clock.started = Some(o.now);
-        steps.push(Step::SetClock(clock));
-    }
-    // Duration over.
-    let end = end_time(&o.spec, &clock).filter(|_| o.spec.kind != ActionKind::OneShot);
-    if let Some(end) = end {
-        if o.now >= end {
-            let n = recover_all(o, Phase::Recovered, &mut steps);
-            clock.finished = Some(o.now);
+    let started = match clock.started {
+        Some(s) => s,
+        None => {
+            let s = whole_second(o.now);
+            clock.started = Some(s);
             steps.push(Step::SetClock(clock));
-            steps.push(Step::SetPhase(ExperimentPhase::Finished));
-            steps.push(Step::Event {
-                reason: "Recovered",
-                message: format!("duration over: recovered {n} target(s)"),
-            });
-            return steps;
+            s
         }
-    }
-    // Inject what is not injected; re-inject restarted containers; mark vanished targets.
-    for t in o.targets {
-        if let Some(reason) = vanished(t, o.live) {
-            if t.phase != Phase::Recovered {
-                steps.push(Step::MarkGone {
-                    id: t.id.clone(),
-                    reason,
-                });
-            }
-            continue;
-        }
-        let live = &o.live[&t.id.pod_uid];
-        let current = if t.id.container.is_empty() {
-            String::new()
-        } else {
-            match live.containers.get(&t.id.container) {
-                Some(c) => c.clone(),
-                // Not started (yet): nothing to hit; try again later.
-                None => continue,
-            }
-        };
-        let restarted = o.spec.kind != ActionKind::OneShot
-            && t.phase == Phase::Injected
-            && !t.id.container.is_empty()
-            // Status keeps the short form of the id (`crictl`'s 12 digits), the pod the full one.
-            && havoc_k8s::status::short_container_id(&current)
-                != havoc_k8s::status::short_container_id(&t.container_id);
-        match t.phase {
-            Phase::Pending | Phase::Failed => steps.push(Step::Inject {
-                id: t.id.clone(),
-                container_id: current,
-            }),
-            Phase::Injected if restarted => steps.push(Step::Inject {
-                id: t.id.clone(),
-                container_id: current,
-            }),
-            Phase::Injected | Phase::Recovered => {}
-        }
-    }
+    };
     if o.spec.kind == ActionKind::OneShot {
+        steps.extend(injections(o));
         clock.finished = Some(o.now);
         steps.push(Step::SetClock(clock));
         steps.push(Step::SetPhase(ExperimentPhase::Finished));
         return steps;
     }
+    let open = window_open(o, started);
+    let duration = o.spec.duration;
+    // Each target on its own clock: recover the ones whose time is over, give up on the ones
+    // the window closed on, inject (or re-inject) the rest.
+    let mut done = 0usize;
+    let mut recovered_now = 0usize;
+    let mut next: Option<SystemTime> = None;
+    let mut soonest = |at: SystemTime| next = Some(next.map_or(at, |n: SystemTime| n.min(at)));
+    let mut ending = Vec::new();
+    let mut to_inject = Vec::new();
+    for t in o.targets {
+        if t.phase == Phase::Recovered {
+            done += 1;
+            continue;
+        }
+        let over = match (target_end(&o.spec, t), duration) {
+            (Some(end), _) if o.now >= end => true,
+            (Some(end), _) => {
+                soonest(end);
+                false
+            }
+            // Taken off by a pause right at its end: nothing left to serve.
+            (None, Some(d)) => !t.served.is_zero() && t.served >= d,
+            (None, None) => false,
+        };
+        if let Some(reason) = vanished(t, o.live) {
+            if t.phase != Phase::Gone {
+                ending.push(Step::MarkGone {
+                    id: t.id.clone(),
+                    reason,
+                });
+            }
+            // One in effect keeps its clock: a pod back under the same name is injected until
+            // the target's time is over.
+            if over || !t.in_effect() {
+                done += 1;
+            }
+            continue;
+        }
+        if over {
+            ending.push(Step::Recover {
+                id: t.id.clone(),
+                then: Phase::Recovered,
+                best_effort: false,
+            });
+            recovered_now += 1;
+            done += 1;
+            continue;
+        }
+        if t.phase == Phase::Gone && !t.in_effect() {
+            done += 1;
+            continue;
+        }
+        if duration.is_some() && !open && !t.in_effect() {
+            ending.push(Step::MarkGone {
+                id: t.id.clone(),
+                reason: NOT_INJECTED,
+            });
+            done += 1;
+            continue;
+        }
+        if let Some(inject) = injection(o, t) {
+            if !t.in_effect() {
+                // Comes into effect a little after now; the next reconcile requeues exactly.
+                if let Some(d) = duration {
+                    soonest(o.now + d.saturating_sub(t.served));
+                }
+            }
+            to_inject.push(inject);
+        }
+    }
+    let finished =
+        duration.is_some() && done == o.targets.len() && (!o.targets.is_empty() || !open);
+    steps.extend(ending);
+    if finished {
+        clock.finished = Some(o.now);
+        steps.push(Step::SetClock(clock));
+        steps.push(Step::SetPhase(ExperimentPhase::Finished));
+        let held = o
+            .targets
+            .iter()
+            .filter(|t| t.phase == Phase::Recovered && vanished(t, o.live).is_none())
+            .count()
+            + recovered_now;
+        steps.push(Step::Event {
+            reason: "Recovered",
+            message: format!("every target served its duration: recovered {held} target(s)"),
+        });
+        return steps;
+    }
+    steps.extend(to_inject);
     steps.push(Step::SetPhase(ExperimentPhase::Running));
-    let mut next: Option<Duration> = end.map(|e| e.duration_since(o.now).unwrap_or_default());
+    if let Some(d) = duration {
+        let ever = o
+            .targets
+            .iter()
+            .any(|t| t.since.is_some() || !t.served.is_zero());
+        if open && !ever {
+            // Nothing in effect yet: the window closes the duration after the start.
+            soonest(started + d);
+        }
+    }
+    let mut next: Option<Duration> = next.map(|e| e.duration_since(o.now).unwrap_or_default());
     if o.spec.kind == ActionKind::Leased {
         steps.push(Step::RenewLeases);
         let renew = (o.spec.lease_ttl / 3).max(Duration::from_secs(1));
@@ -355,6 +479,83 @@ pub fn decide(o: &Observed<'_>) -> Vec<Step> {
         steps.push(Step::RequeueAfter(d));
     }
     steps
+}
+
+/// The Inject step for `t`, if it needs one: not injected yet (or failed), or injected into a
+/// container that has since restarted. `None` also when its container has not started.
+fn injection(o: &Observed<'_>, t: &Target) -> Option<Step> {
+    let live = o.live.get(&t.id.pod_uid)?;
+    let current = if t.id.container.is_empty() {
+        String::new()
+    } else {
+        // Not started (yet): nothing to hit; try again later.
+        live.containers.get(&t.id.container)?.clone()
+    };
+    let restarted = o.spec.kind != ActionKind::OneShot
+        && t.phase == Phase::Injected
+        && !t.id.container.is_empty()
+        // Status keeps the short form of the id (`crictl`'s 12 digits), the pod the full one.
+        && havoc_k8s::status::short_container_id(&current)
+            != havoc_k8s::status::short_container_id(&t.container_id);
+    match t.phase {
+        // Gone: the pod is back under the same name while the target's clock runs.
+        Phase::Pending | Phase::Failed | Phase::Gone => Some(Step::Inject {
+            id: t.id.clone(),
+            container_id: current,
+        }),
+        Phase::Injected if restarted => Some(Step::Inject {
+            id: t.id.clone(),
+            container_id: current,
+        }),
+        Phase::Injected | Phase::Recovered => None,
+    }
+}
+
+/// One-shot actions: inject what is not injected, mark vanished targets.
+fn injections(o: &Observed<'_>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for t in o.targets {
+        if let Some(reason) = vanished(t, o.live) {
+            if !matches!(t.phase, Phase::Recovered | Phase::Gone) {
+                steps.push(Step::MarkGone {
+                    id: t.id.clone(),
+                    reason,
+                });
+            }
+            continue;
+        }
+        steps.extend(injection(o, t));
+    }
+    steps
+}
+
+/// What the Resumed event says: each target gets what it has left of the duration.
+fn resumed_message(o: &Observed<'_>) -> String {
+    let Some(d) = o
+        .spec
+        .duration
+        .filter(|_| o.spec.kind != ActionKind::OneShot)
+    else {
+        return "resumed".to_string();
+    };
+    let left: Vec<Duration> = o
+        .targets
+        .iter()
+        .filter(|t| !matches!(t.phase, Phase::Recovered | Phase::Gone))
+        .filter(|t| vanished(t, o.live).is_none())
+        .map(|t| d.saturating_sub(t.served_by(o.now)))
+        .collect();
+    match (left.iter().min(), left.iter().max()) {
+        (Some(lo), Some(hi)) if humanize(*lo) == humanize(*hi) => {
+            format!("resumed for the remaining {}", humanize(*hi))
+        }
+        (Some(lo), Some(hi)) => format!(
+            "resumed: each target for what it has left, {} to {}",
+            humanize(*lo),
+            humanize(*hi)
+        ),
+        _ => "resumed".to_string(),
+    }
 }
 
 fn humanize(d: Duration) -> String {
@@ -404,7 +605,64 @@ mod tests {
             node: "n1".into(),
             container_id: cid.into(),
             phase,
+            // Injected ones came into effect at the start unless a test says otherwise.
+            since: (phase == Phase::Injected).then(|| at(0)),
+            served: Duration::ZERO,
         }
+    }
+
+    fn at_ms(ms: u64) -> SystemTime {
+        at(0) + Duration::from_millis(ms)
+    }
+
+    /// `t` in effect since `since_ms` after the start, having served `served_ms` before.
+    fn clocked(mut t: Target, since_ms: Option<u64>, served_ms: u64) -> Target {
+        t.since = since_ms.map(at_ms);
+        t.served = Duration::from_millis(served_ms);
+        t
+    }
+
+    fn observed_ms<'a>(
+        s: Spec,
+        now_ms: u64,
+        targets: &'a [Target],
+        live: &'a BTreeMap<String, LivePod>,
+        clock: Clock,
+    ) -> Observed<'a> {
+        let mut o = observed(s, 0, targets, live, clock);
+        o.now = at_ms(now_ms);
+        o
+    }
+
+    fn recovers(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Recover { id, then, .. } => Some(format!("{}:{then:?}", id.pod)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn injects(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Inject { id, .. } => Some(id.pod.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn requeue(steps: &[Step]) -> Option<Duration> {
+        steps.iter().find_map(|s| match s {
+            Step::RequeueAfter(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    fn finished(steps: &[Step]) -> bool {
+        steps.contains(&Step::SetPhase(ExperimentPhase::Finished))
     }
 
     fn live(pods: &[(&str, &str, &str)]) -> BTreeMap<String, LivePod> {
@@ -566,7 +824,7 @@ mod tests {
                 Step::SetPhase(ExperimentPhase::Finished),
                 Step::Event {
                     reason: "Recovered",
-                    message: "duration over: recovered 2 target(s)".into()
+                    message: "every target served its duration: recovered 2 target(s)".into()
                 },
             ]
         );
@@ -603,11 +861,11 @@ mod tests {
         o.pause = true;
         assert_eq!(decide(&o), vec![Step::SetPhase(ExperimentPhase::Paused)]);
 
-        // Resumed at 100 after 80 s paused: 40 s remain, ending at 140.
+        // Resumed at 100 after 80 s paused: the target served 20 s (banked on its record by
+        // the pause's recovery), 40 s remain.
+        let pending = [clocked(pending[0].clone(), None, 20_000)];
         let steps = decide(&observed(s.clone(), 100, &pending, &l, paused));
-        let mut resumed = started(0);
-        resumed.paused_for = Duration::from_secs(80);
-        assert_eq!(steps[0], Step::SetClock(resumed));
+        assert_eq!(steps[0], Step::SetClock(started(0)));
         assert_eq!(
             steps[1],
             Step::Event {
@@ -619,7 +877,9 @@ mod tests {
             id: t[0].id.clone(),
             container_id: "c://a1".into()
         }));
-        assert_eq!(end_time(&s, &resumed), Some(at(140)));
+        // Injected again at 100.5: its end is 40 s later.
+        let back = [clocked(t[0].clone(), Some(100_500), 20_000)];
+        assert_eq!(planned_end(&s, &back), Some(at_ms(140_500)));
         assert_eq!(
             steps.last(),
             Some(&Step::RequeueAfter(Duration::from_secs(10)))
@@ -775,6 +1035,262 @@ mod tests {
                 Step::RemoveFinalizer
             ]
         );
+    }
+
+    #[test]
+    fn staggered_injections_are_each_recovered_at_their_own_end() {
+        // Injected 0.4 s and 1.2 s apart (bounded parallelism): each gets the full 60 s.
+        let s = spec(ActionKind::Held, Some(60));
+        let l = live(&[("a", "", ""), ("b", "", ""), ("c", "", "")]);
+        let mut t = vec![
+            clocked(target("a", "", "", Phase::Injected), Some(0), 0),
+            clocked(target("b", "", "", Phase::Injected), Some(400), 0),
+            clocked(target("c", "", "", Phase::Injected), Some(1_600), 0),
+        ];
+        let steps = decide(&observed_ms(s.clone(), 59_999, &t, &l, started(0)));
+        assert!(
+            recovers(&steps).is_empty(),
+            "not a millisecond early: {steps:?}"
+        );
+        assert_eq!(requeue(&steps), Some(Duration::from_millis(1)));
+        let steps = decide(&observed_ms(s.clone(), 60_000, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["a:Recovered"]);
+        assert!(!finished(&steps));
+        assert_eq!(requeue(&steps), Some(Duration::from_millis(400)), "b's end");
+        t[0].phase = Phase::Recovered;
+        t[0].served = Duration::from_secs(60);
+        let steps = decide(&observed_ms(s.clone(), 60_399, &t, &l, started(0)));
+        assert!(recovers(&steps).is_empty(), "{steps:?}");
+        let steps = decide(&observed_ms(s.clone(), 60_400, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["b:Recovered"]);
+        assert_eq!(
+            requeue(&steps),
+            Some(Duration::from_millis(1_200)),
+            "c's end"
+        );
+        t[1].phase = Phase::Recovered;
+        let steps = decide(&observed_ms(s.clone(), 61_600, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["c:Recovered"]);
+        assert!(
+            finished(&steps),
+            "the last target's end finishes the run: {steps:?}"
+        );
+        let mut done = started(0);
+        done.finished = Some(at_ms(61_600));
+        assert!(steps.contains(&Step::SetClock(done)));
+        // The planned end while they ran was the last one's.
+        let running = [
+            clocked(target("a", "", "", Phase::Injected), Some(0), 0),
+            clocked(target("c", "", "", Phase::Injected), Some(1_600), 0),
+        ];
+        assert_eq!(planned_end(&s, &running), Some(at_ms(61_600)));
+    }
+
+    #[test]
+    fn a_pause_in_between_gives_each_target_its_remaining_time() {
+        let s = spec(ActionKind::Leased, Some(60));
+        let l = live(&[("a", "app", "c://a1"), ("b", "app", "c://b1")]);
+        // a came into effect at 0, b at 2 s; paused at 10 s.
+        let t = [
+            clocked(target("a", "app", "c://a1", Phase::Injected), Some(0), 0),
+            clocked(
+                target("b", "app", "c://b1", Phase::Injected),
+                Some(2_000),
+                0,
+            ),
+        ];
+        let mut o = observed(s.clone(), 10, &t, &l, started(0));
+        o.pause = true;
+        let steps = decide(&o);
+        assert_eq!(recovers(&steps), ["a:Pending", "b:Pending"]);
+        // The pause's recoveries banked 10 s and 8 s on the records; resumed at 100 s.
+        let mut paused = started(0);
+        paused.paused_at = Some(at(10));
+        let t = [
+            clocked(target("a", "app", "c://a1", Phase::Pending), None, 10_000),
+            clocked(target("b", "app", "c://b1", Phase::Pending), None, 8_000),
+        ];
+        let steps = decide(&observed(s.clone(), 100, &t, &l, paused));
+        assert_eq!(
+            steps[1],
+            Step::Event {
+                reason: "Resumed",
+                message: "resumed: each target for what it has left, 50s to 52s".into()
+            }
+        );
+        assert_eq!(injects(&steps), ["a", "b"]);
+        // Both back in effect at 100.2 s: a ends at 150.2 s, b at 152.2 s.
+        let mut t = [
+            clocked(
+                target("a", "app", "c://a1", Phase::Injected),
+                Some(100_200),
+                10_000,
+            ),
+            clocked(
+                target("b", "app", "c://b1", Phase::Injected),
+                Some(100_200),
+                8_000,
+            ),
+        ];
+        let steps = decide(&observed_ms(s.clone(), 150_199, &t, &l, started(0)));
+        assert!(recovers(&steps).is_empty());
+        assert_eq!(requeue(&steps), Some(Duration::from_millis(1)));
+        let steps = decide(&observed_ms(s.clone(), 150_200, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["a:Recovered"]);
+        assert_eq!(requeue(&steps), Some(Duration::from_secs(2)));
+        t[0].phase = Phase::Recovered;
+        let steps = decide(&observed_ms(s.clone(), 152_200, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["b:Recovered"]);
+        assert!(finished(&steps));
+    }
+
+    #[test]
+    fn a_restarted_container_continues_its_own_clock() {
+        let s = spec(ActionKind::Leased, Some(60));
+        // Injected at 5 s; its container restarted at 30 s.
+        let t = [clocked(
+            target("a", "app", "c://old", Phase::Injected),
+            Some(5_000),
+            0,
+        )];
+        let l = live(&[("a", "app", "c://new")]);
+        let steps = decide(&observed(s.clone(), 30, &t, &l, started(0)));
+        assert_eq!(injects(&steps), ["a"]);
+        // Injected into the new container, the target keeps its start: it ends at 65 s, not
+        // 90 s, and no sooner either.
+        let t = [clocked(
+            target("a", "app", "c://new", Phase::Injected),
+            Some(5_000),
+            0,
+        )];
+        assert_eq!(planned_end(&s, &t), Some(at(65)));
+        let steps = decide(&observed(s.clone(), 64, &t, &l, started(0)));
+        assert!(recovers(&steps).is_empty() && injects(&steps).is_empty());
+        let steps = decide(&observed(s.clone(), 65, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["a:Recovered"]);
+        // Re-injection failed: still on its clock, recovered (not injected) at its end.
+        let failed = [clocked(
+            target("a", "app", "c://new", Phase::Failed),
+            Some(5_000),
+            0,
+        )];
+        let steps = decide(&observed(s.clone(), 40, &failed, &l, started(0)));
+        assert_eq!(injects(&steps), ["a"], "retried while its time runs");
+        let steps = decide(&observed(s, 65, &failed, &l, started(0)));
+        assert_eq!(recovers(&steps), ["a:Recovered"]);
+        assert!(injects(&steps).is_empty());
+    }
+
+    #[test]
+    fn a_target_injected_after_a_delay_gets_the_full_duration() {
+        let s = spec(ActionKind::Leased, Some(60));
+        // b's container starts only at 20 s.
+        let mut t = vec![
+            clocked(target("a", "app", "c://a1", Phase::Injected), Some(0), 0),
+            target("b", "app", "", Phase::Pending),
+        ];
+        let mut l = live(&[("a", "app", "c://a1"), ("b", "app", "c://b1")]);
+        l.get_mut("uid-b").expect("b").containers.clear();
+        let steps = decide(&observed(s.clone(), 10, &t, &l, started(0)));
+        assert!(injects(&steps).is_empty(), "nothing to inject into yet");
+        let l = live(&[("a", "app", "c://a1"), ("b", "app", "c://b1")]);
+        let steps = decide(&observed(s.clone(), 20, &t, &l, started(0)));
+        assert_eq!(injects(&steps), ["b"]);
+        // In effect at 20.5 s: a is recovered at 60 s, b at 80.5 s.
+        t[1] = clocked(
+            target("b", "app", "c://b1", Phase::Injected),
+            Some(20_500),
+            0,
+        );
+        let steps = decide(&observed(s.clone(), 60, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["a:Recovered"]);
+        assert!(!finished(&steps));
+        assert_eq!(
+            requeue(&steps),
+            Some(Duration::from_secs(10)),
+            "lease renewal"
+        );
+        t[0].phase = Phase::Recovered;
+        let steps = decide(&observed_ms(s.clone(), 80_499, &t, &l, started(0)));
+        assert!(recovers(&steps).is_empty());
+        let steps = decide(&observed_ms(s, 80_500, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["b:Recovered"]);
+        assert!(finished(&steps));
+    }
+
+    #[test]
+    fn a_target_never_in_effect_is_given_up_when_the_window_closes() {
+        let s = spec(ActionKind::Held, Some(60));
+        let t = [
+            clocked(target("a", "", "", Phase::Injected), Some(0), 0),
+            target("b", "", "", Phase::Failed),
+        ];
+        let l = live(&[("a", "", ""), ("b", "", "")]);
+        let steps = decide(&observed(s.clone(), 59, &t, &l, started(0)));
+        assert_eq!(injects(&steps), ["b"], "retried while the window is open");
+        let steps = decide(&observed(s.clone(), 60, &t, &l, started(0)));
+        assert_eq!(recovers(&steps), ["a:Recovered"]);
+        assert!(steps.contains(&Step::MarkGone {
+            id: t[1].id.clone(),
+            reason: NOT_INJECTED
+        }));
+        assert!(finished(&steps) && injects(&steps).is_empty());
+        // None ever in effect: the window is the duration from the start.
+        let t = [target("b", "", "", Phase::Failed)];
+        let steps = decide(&observed(s.clone(), 30, &t, &l, started(0)));
+        assert_eq!(injects(&steps), ["b"]);
+        assert_eq!(requeue(&steps), Some(Duration::from_secs(30)));
+        let steps = decide(&observed(s, 60, &t, &l, started(0)));
+        assert!(finished(&steps), "{steps:?}");
+    }
+
+    #[test]
+    fn a_vanished_target_keeps_its_clock_until_its_end() {
+        let s = spec(ActionKind::Held, Some(60));
+        let t = [clocked(
+            target("a", "", "", Phase::Injected),
+            Some(3_000),
+            0,
+        )];
+        let l = BTreeMap::new();
+        let steps = decide(&observed(s.clone(), 10, &t, &l, started(0)));
+        assert!(steps.contains(&Step::MarkGone {
+            id: t[0].id.clone(),
+            reason: POD_DELETED
+        }));
+        assert!(
+            !finished(&steps),
+            "a pod back under the same name is injected"
+        );
+        let gone = [clocked(target("a", "", "", Phase::Gone), Some(3_000), 0)];
+        let steps = decide(&observed(s.clone(), 20, &gone, &l, started(0)));
+        assert_eq!(
+            steps,
+            vec![
+                Step::SetPhase(ExperimentPhase::Running),
+                Step::RequeueAfter(Duration::from_secs(43))
+            ]
+        );
+        // Back under the same name: injected for the rest of its time.
+        let back = live(&[("a", "", "")]);
+        let steps = decide(&observed(s.clone(), 20, &gone, &back, started(0)));
+        assert_eq!(injects(&steps), ["a"]);
+        let steps = decide(&observed(s, 63, &gone, &l, started(0)));
+        assert!(finished(&steps));
+    }
+
+    #[test]
+    fn the_start_is_kept_to_the_whole_second() {
+        let t = [target("a", "", "", Phase::Pending)];
+        let l = live(&[("a", "", "")]);
+        let steps = decide(&observed_ms(
+            spec(ActionKind::Held, Some(60)),
+            1_700,
+            &t,
+            &l,
+            Clock::default(),
+        ));
+        assert_eq!(steps[0], Step::SetClock(started(1)));
     }
 
     #[test]

@@ -748,7 +748,9 @@ async fn a_restarted_container_is_injected_again_and_its_old_injection_recovered
                 "inj-8",
             ),
         ],
-        "2025-01-01T00:00:00Z",
+        // Injected a moment ago (records without their own clock count from startedAt): the
+        // 60 s are not over.
+        &k8s_openapi::jiff::Timestamp::now().to_string(),
         "2099-01-01T00:00:00Z",
     );
     let obj = chaos("NetworkChaos", network_spec(), Some(status), false);
@@ -811,6 +813,11 @@ async fn a_restarted_container_is_injected_again_and_its_old_injection_recovered
     assert_eq!(
         (r.phase, r.injected, r.container_id.as_str()),
         (RecordPhase::Injected, 2, "e0e0e0e0e0e0")
+    );
+    assert_eq!(
+        r.since_ms,
+        Some(0),
+        "injected again, the target continues its own clock (here: from startedAt)"
     );
     let unchanged = p.find("app", "web-1").expect("web-1 record");
     assert_eq!(
