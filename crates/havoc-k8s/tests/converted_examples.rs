@@ -32,5 +32,9 @@ fn examples_marked_converted_are_what_convert_writes() {
     }
     checked.sort();
     checked.dedup();
-    assert_eq!(checked, ["IOChaos", "TimeChaos"], "converted examples of both kinds");
+    assert_eq!(
+        checked,
+        ["DNSChaos", "HTTPChaos", "IOChaos", "TimeChaos"],
+        "converted examples of every kind"
+    );
 }

@@ -100,6 +100,11 @@ const MANIFESTS: &[(&str, &str)] = &[
     ("io-fault-errno-number", "kind: IOChaos\nspec:\n  action: fault\n  mode: all\n  selector: {labelSelectors: {app: db}}\n  volumePath: /var/lib/db\n  errno: 5\n  percent: 30\n"),
     ("io-attr-decimal-perm", "kind: IOChaos\nspec:\n  action: attrOverride\n  mode: all\n  selector: {}\n  volumePath: /etc/app\n  attr: {perm: 292, size: 0, kind: regularFile, mtime: {sec: 0, nsec: 5}}\n"),
     ("io-mistake", "kind: IOChaos\nspec:\n  action: mistake\n  mode: one\n  selector: {}\n  volumePath: /cache\n  methods: [read]\n  mistake: {filling: zero, maxOccurrences: 1, maxLength: 4096}\n"),
+    ("dns-error-patterns", "kind: DNSChaos\nspec:\n  action: error\n  mode: all\n  selector: {labelSelectors: {app: web}}\n  patterns: [google.com, \"chaos-mesh.*\", github.?om]\n  duration: 90s\n"),
+    ("dns-random-every-name", "kind: DNSChaos\nspec:\n  action: random\n  mode: fixed-percent\n  value: \"50\"\n  selector: {}\n"),
+    ("http-request-abort", "kind: HTTPChaos\nspec:\n  mode: all\n  selector: {labelSelectors: {app: api}}\n  target: Request\n  port: 8080\n  method: GET\n  path: /api/*\n  request_headers: {X-User: alice}\n  abort: true\n  duration: 1m\n"),
+    ("http-request-replace-patch", "kind: HTTPChaos\nspec:\n  mode: one\n  selector: {}\n  target: Request\n  port: 80\n  delay: 1.5s\n  replace: {path: /v2/items, method: PUT, queries: {page: \"1\"}, headers: {X-A: b}, body: aGk=}\n  patch: {queries: [[foo, bar]], headers: [[X-Chaos, \"1\"]]}\n"),
+    ("http-response-replace-patch", "kind: HTTPChaos\nspec:\n  mode: one\n  selector: {}\n  target: Response\n  port: 8080\n  code: 200\n  response_headers: {Content-Type: application/json}\n  replace: {code: 503, body: eyJvayI6ZmFsc2V9, headers: {Retry-After: \"5\"}}\n  patch: {body: {type: JSON, value: '{\"degraded\": true}'}, headers: [[Set-Cookie, a=1], [Set-Cookie, b=2]]}\n"),
 ];
 
 #[tokio::test]
@@ -199,4 +204,39 @@ async fn converted_chaos_mesh_manifests_are_accepted_by_the_api_server() {
         e.contains("target.value is required with target modes fixed"),
         "{e}"
     );
+    // DNSChaos and HTTPChaos rules, as the server evaluates them (kube-cel, used by the unit
+    // tests, escapes `_` in field names differently: `response_headers` is checked only here).
+    for (body, message) in [
+        (
+            "kind: DNSChaos\nspec:\n  action: error\n  selector: {}\n  patterns: [\"chaos-*.org\"]\n",
+            "the wildcard `*` is only allowed at the end of a pattern",
+        ),
+        (
+            "kind: DNSChaos\nspec:\n  action: delay\n  selector: {}\n",
+            "action delay needs delay",
+        ),
+        (
+            "kind: HTTPChaos\nspec:\n  selector: {}\n  target: Request\n  port: 80\n  abort: true\n  response_headers: {X-A: b}\n",
+            "response_headers select responses: they need `target: Response`",
+        ),
+        (
+            "kind: HTTPChaos\nspec:\n  selector: {}\n  target: Request\n  port: 80\n  abort: false\n",
+            "no action: give at least one of abort: true, delay, replace, patch",
+        ),
+        (
+            "kind: HTTPChaos\nspec:\n  selector: {}\n  target: Response\n  port: 80\n  replace: {queries: {a: b}}\n",
+            "replace.queries changes requests: it needs `target: Request`",
+        ),
+    ] {
+        let yaml = format!(
+            "apiVersion: havoc.dev/v1alpha1\nmetadata: {{name: bad, namespace: default}}\n{body}"
+        );
+        let e = dry_run(&kubectl, &path, &yaml).expect_err(message);
+        assert!(e.contains(message), "`{message}` not in the server's refusal: {e}");
+        let ours = havoc_k8s::validate_manifest(&yaml).expect_err(message).to_string();
+        assert!(
+            ours.contains(message) || ours.contains("never matches") || ours.contains("only allowed at the end"),
+            "havoc validate refuses it too: {ours}"
+        );
+    }
 }

@@ -192,5 +192,5 @@ fn the_kubernetes_examples_are_valid() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 11, "every example checked");
+    assert_eq!(checked, 13, "every example checked");
 }
