@@ -3,7 +3,8 @@
 //
 //   node dashboard.mjs SCENARIO URL SHOTS_DIR [ARGS_JSON]
 //
-// Scenarios: `host` (editor errors, preview, start, live windows, halt, report, runs list),
+// Scenarios: `host` (editor errors, preview, start, live windows, the live timeline and probe
+// chart, halt, report, runs list),
 // `cluster-create` and `cluster-manage` (a PodChaos created, then opened with its records and
 // events, paused, resumed and deleted through the page). Prints one JSON line of results on
 // success; on failure prints the reason, saves a screenshot `failure-SCENARIO.png` and exits 1.
@@ -55,6 +56,18 @@ const scenarios = {
     const card = page.locator("#live-list li").filter({ hasText: args.name });
     await card.filter({ hasText: "pause-sleeper" }).filter({ hasText: "in effect since" }).waitFor({ timeout: WAIT });
     await card.filter({ hasText: "slow-net" }).filter({ hasText: "in effect since" }).waitFor({ timeout: WAIT });
+    // The live timeline draws both measured windows, and the probe's chart its samples.
+    const drawn = card.locator("svg.live-timeline rect.window");
+    await page.waitForFunction((sel) => document.querySelectorAll(sel).length >= 2,
+      `#live-list li[data-run] svg.live-timeline rect.window`, { timeout: WAIT });
+    // A few seconds of samples (every 300 ms), so that the chart shows a line.
+    await page.waitForFunction((sel) => document.querySelectorAll(sel).length >= 8,
+      `#live-list li[data-run] svg.probe-chart circle`, { timeout: WAIT });
+    out.chartPoints = await card.locator("svg.probe-chart circle").count();
+    out.windows = await drawn.evaluateAll((rects) => rects.map((r) => ({
+      fault: r.querySelector("title").textContent.split(" on ")[0],
+      start: Number(r.dataset.start),
+    })));
     out.live = await card.innerText();
     await shot("dashboard-live");
 

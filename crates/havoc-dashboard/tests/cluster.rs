@@ -167,6 +167,8 @@ fn operator_status() -> serde_json::Value {
         injected: 1,
         recovered: 0,
         last_error: err.map(str::to_string),
+        since_ms: None,
+        served_ms: 0,
     };
     let st = ChaosStatus {
         phase: Phase::Running,

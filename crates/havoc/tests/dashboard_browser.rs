@@ -4,8 +4,9 @@
 //!
 //! - host mode, as root: a mistake shown at its line as it is typed; a dry-run preview naming the
 //!   target; an experiment started against a sandbox of two namespaces joined by veth (a delay
-//!   between them) and a real `sleep` (paused); both fault windows seen live; Halt; the report
-//!   opened; the run in the list. Then the machine is checked: the process runs, the namespaces
+//!   between them, a probe pinging across them) and a real `sleep` (paused); both fault windows
+//!   seen live, drawn on the live timeline from their measured starts (the report's, within
+//!   1 ms), and the probe's chart with its points; Halt; the report opened; the run in the list. Then the machine is checked: the process runs, the namespaces
 //!   are as before, the report says the run was aborted (Halt) and every target recovered.
 //! - cluster mode, against the real API server of `../shared/k8s` (`HAVOC_E2E_KUBECONFIG`): a
 //!   PodChaos created from the page (dry run first), opened with the records and the event an
@@ -137,6 +138,13 @@ metadata:
   name: {name}
 spec:
   duration: 120s
+  steadyState:
+    baseline: 1s
+    recovery: 2s
+    probes:
+      - name: ping-b
+        cmd: {{ argv: [\"/usr/sbin/ip\", \"netns\", \"exec\", \"{a}\", \"/usr/bin/ping\", \"-c1\", \"-W1\", \"{ip_b}\"] }}
+        interval: 300ms
   faults:
     - name: pause-sleeper
       kind: ProcessChaos
@@ -153,7 +161,9 @@ spec:
         netns: [{b}]
       duration: 120s
 ",
-        b = pair.b
+        a = pair.a,
+        b = pair.b,
+        ip_b = pair.ip_b
     );
 
     let out = drive(
@@ -186,6 +196,14 @@ spec:
         out["runRow"].as_str().expect("row").contains("aborted"),
         "{out}"
     );
+    // Before Halt, the live card drew the probe's samples and both faults' measured windows.
+    let points = out["chartPoints"].as_u64().expect("chart points");
+    assert!(
+        points >= 2,
+        "the live probe chart had {points} points: {out}"
+    );
+    let drawn = out["windows"].as_array().expect("windows");
+    assert_eq!(drawn.len(), 2, "{out}");
 
     // The machine: the fault is gone, and the report on disk agrees with what the page showed.
     assert!(
@@ -217,6 +235,25 @@ spec:
             .ends_with(&format!("/runs/{key}")),
         "{out}"
     );
+    // The windows the page drew started when the report says each fault was in effect (the
+    // same measurement: within 1 ms, JSON's rendering of a float aside).
+    for w in drawn {
+        let fault = w["fault"].as_str().expect("fault");
+        let f = report["faults"]
+            .as_array()
+            .expect("faults")
+            .iter()
+            .find(|f| f["name"] == fault)
+            .unwrap_or_else(|| panic!("no fault {fault} in the report"));
+        let reported = f["targets"][0]["injectedAtSeconds"]
+            .as_f64()
+            .expect("injected");
+        let drawn_at = w["start"].as_f64().expect("start");
+        assert!(
+            (reported - drawn_at).abs() <= 0.001,
+            "{fault}: drawn from {drawn_at} s, reported {reported} s"
+        );
+    }
 }
 
 #[test]
@@ -278,6 +315,8 @@ spec:
                 injected: 1,
                 recovered: 0,
                 last_error: None,
+                since_ms: None,
+                served_ms: 0,
             }],
             ..Default::default()
         })

@@ -100,19 +100,23 @@ const W = 860, LABEL = 220, PLOT = W - LABEL - 10;
 const f1 = (x) => (Math.round(x * 10) / 10).toFixed(1);
 const f3 = (x) => x.toFixed(3);
 
-// The time axis of one run: from its start to the end of its plan, or to now if later.
+// The time axis of one run follows it: from its start to a little past now (at least 10 s), or
+// to the end of its plan once that is in sight. What lies further is clipped at the right edge.
 function span(run) {
   const l = run.live;
-  const now = (Date.now() - l.startedAtUnixMs) / 1000;
-  let end = Math.max(l.lengthSeconds, now);
-  for (const w of l.windows) end = Math.max(end, w.end ?? 0);
-  for (const list of (samples.get(run.runId) || new Map()).values()) for (const x of list) end = Math.max(end, x.t);
-  return { end: end * 1.03 || 1, now };
+  const now = Math.max(0, (Date.now() - l.startedAtUnixMs) / 1000);
+  let seen = now;
+  for (const w of l.windows) seen = Math.max(seen, w.start, w.end ?? 0);
+  for (const list of (samples.get(run.runId) || new Map()).values()) for (const x of list) seen = Math.max(seen, x.t);
+  const ahead = Math.max(10, seen * 1.25);
+  const end = Math.max(seen, l.lengthSeconds <= ahead ? l.lengthSeconds : ahead) * 1.03 || 1;
+  return { end, now: Math.min(now, end), planEnd: l.lengthSeconds };
 }
+const xOf = (ax) => (t) => LABEL + (Math.min(Math.max(0, t), ax.end) / ax.end) * PLOT;
 
 function timeline(run, ax) {
   const l = run.live;
-  const x = (t) => LABEL + (Math.max(0, t) / ax.end) * PLOT;
+  const x = xOf(ax);
   const rows = [];
   for (const f of l.faults) for (const t of f.targets) rows.push({ f, target: t });
   for (const w of l.windows) if (!rows.some((r) => r.f.name === w.fault && r.target === w.target)) rows.push({ f: { name: w.fault }, target: w.target });
@@ -124,7 +128,7 @@ function timeline(run, ax) {
     const to = i + 1 < l.phases.length ? l.phases[i + 1].at : ax.now;
     g.append(svg("rect", { class: "phase phase-" + p.phase, x: x(p.at), y: 0, width: Math.max(0, x(to) - x(p.at)), height: h - 14 },
       svg("title", {}, `${p.phase} from +${f1(p.at)} s`)));
-    g.append(svg("text", { class: "phase-label", x: x(p.at) + 3, y: 12 }, p.phase));
+    if (x(to) - x(p.at) > 50) g.append(svg("text", { class: "phase-label", x: x(p.at) + 3, y: 12 }, p.phase));
   });
   rows.forEach((r, i) => {
     const y = TOP + i * ROW;
@@ -142,7 +146,8 @@ function timeline(run, ax) {
   });
   g.append(svg("line", { class: "now", x1: x(ax.now), x2: x(ax.now), y1: 0, y2: h - 14 }));
   g.append(svg("text", { class: "axis", x: LABEL, y: h - 2 }, "0 s"));
-  g.append(svg("text", { class: "axis", x: W - 10, y: h - 2, "text-anchor": "end" }, `${f1(ax.end)} s`));
+  g.append(svg("text", { class: "axis", x: W - 10, y: h - 2, "text-anchor": "end" },
+    `${f1(ax.end)} s` + (ax.planEnd > ax.end ? ` · the plan ends at ${f1(ax.planEnd)} s` : "")));
   return g;
 }
 
@@ -152,7 +157,7 @@ function probeChart(run, p, ax) {
   const val = (s) => (hasValue ? s.value ?? null : s.latencyMs);
   const vs = list.map(val).filter((v) => v != null);
   const lo = Math.min(0, ...vs), hi = Math.max(1e-9, ...vs) * 1.1;
-  const H = 90, x = (t) => LABEL + (Math.max(0, t) / ax.end) * PLOT, y = (v) => 8 + (1 - (v - lo) / (hi - lo)) * (H - 24);
+  const H = 90, x = xOf(ax), y = (v) => 8 + (1 - (v - lo) / (hi - lo)) * (H - 24);
   const last = list[list.length - 1];
   const failed = list.filter((s) => !s.ok).length;
   const g = svg("svg", { class: "probe-chart", viewBox: `0 0 ${W} ${H}`, role: "img", "data-probe": p.name,
