@@ -41,7 +41,7 @@ enum Command {
     /// Run the node agent (gRPC with mutual TLS) that does node-level work for the operator,
     /// or, with --sidecar, a probability loop inside an application's pod.
     Agent(cmd::agent::Args),
-    /// Run the Kubernetes operator (PodChaos, NetworkChaos, StressChaos).
+    /// Run the Kubernetes operator (the chaos kinds, Schedule, Workflow, StatusCheck).
     Operator(cmd::operator::Args),
     /// Serve a web dashboard of this host's runs: reports, live progress, a YAML editor that
     /// validates as you type, start and halt (on 127.0.0.1:8484 by default).
