@@ -189,17 +189,9 @@ impl DnsLab {
     /// A TCP connection to dnsmasq's port 53, made inside the client namespace.
     pub fn client_tcp(&self) -> TcpDnsClient {
         let server = SocketAddr::from((self.server_addr, 53));
-        let sock = self
-            .client_netns()
-            .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(2)))
+        self.client_netns()
+            .run(move || TcpDnsClient::connect(server))
             .expect("enter client netns")
-            .expect("client TCP connection");
-        sock.set_nodelay(true).expect("nodelay");
-        TcpDnsClient {
-            sock,
-            next_id: 1,
-            buf: Vec::new(),
-        }
     }
 
     /// `dig +tcp` (or over UDP) from the client namespace: `STATUS ADDRESSES` of one A query
@@ -382,6 +374,18 @@ pub struct TcpDnsClient {
 }
 
 impl TcpDnsClient {
+    /// A connection to `server` from the calling thread's namespace.
+    pub fn connect(server: SocketAddr) -> TcpDnsClient {
+        let sock = TcpStream::connect_timeout(&server, Duration::from_secs(2))
+            .expect("client TCP connection");
+        sock.set_nodelay(true).expect("nodelay");
+        TcpDnsClient {
+            sock,
+            next_id: 1,
+            buf: Vec::new(),
+        }
+    }
+
     /// Sends one length-prefixed query; returns its id.
     pub fn send(&mut self, name: &str, t: RecordType) -> u16 {
         self.next_id = self.next_id.wrapping_add(1);
