@@ -3,13 +3,15 @@
 //! several at once (pipelining, RFC 7766 6.2.1). Each is decided by the shared [`DnsRules`]:
 //!
 //! - passed: forwarded, byte for byte, on one upstream connection per client connection to the
-//!   address the client meant, opened at the first passed query (a connection whose queries are
-//!   all answered by Havoc never reaches the server) and marked so the redirect skips it;
+//!   address the client meant, opened when the client's is accepted (as the client did) and
+//!   marked so the redirect skips it; if it cannot be made, the client's connection is closed at
+//!   the first query to pass (answered ones are answered all the same);
 //! - held (`delay`): forwarded after the hold, without holding back the queries behind it;
 //! - answered: the forged answer is written on the client connection, after `delay` if any.
 //!
 //! Answers from the server and from Havoc share the client connection whole message by whole
-//! message, in the order they are ready (RFC 7766 7: a client matches them by id).
+//! message (one write each, under a lock), in the order they are ready (RFC 7766 7: a client
+//! matches them by id). No queue between tasks: each message is written by the task that has it.
 //!
 //! Ends: the client closing its side half-closes the upstream connection once every held query
 //! was forwarded (the server then answers what it has and closes); the server closing (or being
@@ -20,14 +22,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{DnsCounters, DnsRules, Fate, Transport};
 use crate::redirect::{accept_redirected, connect_marked, MARK};
-
-/// Messages queued towards one side of a connection before the reader waits.
-const QUEUE: usize = 64;
 
 /// Accepts redirected connections until `stop` fires; each is served on its own task.
 pub async fn serve(
@@ -42,6 +42,8 @@ pub async fn serve(
     }
 }
 
+type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
 /// Serves one client connection to `dst`.
 async fn serve_conn(
     stream: tokio::net::TcpStream,
@@ -50,20 +52,25 @@ async fn serve_conn(
     counters: Arc<DnsCounters>,
 ) {
     let (mut from_client, client_w) = stream.into_split();
-    let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let writer = tokio::spawn(write_frames(client_w, client_rx));
-    let upstream = tokio::spawn(upstream(
-        dst,
-        server_rx,
-        to_client.clone(),
-        counters.clone(),
-    ));
+    let client_w: Writer = Arc::new(tokio::sync::Mutex::new(client_w));
+    // The client connected to the server: so does Havoc, at once (the server sees the same
+    // connections, and the first passed query does not wait for a handshake).
+    let mut connecting = Some(tokio::spawn(connect_marked(dst, MARK)));
+    let mut server_w: Option<Writer> = None;
+    let mut relay: Option<JoinHandle<()>> = None;
+    let mut held = JoinSet::new();
     loop {
-        let msg = tokio::select! {
-            m = read_frame(&mut from_client) => m,
-            // The server closed, or could not be reached: so does this connection.
-            _ = to_server.closed() => break,
+        let msg = match relay.as_mut() {
+            Some(r) => tokio::select! {
+                m = read_frame(&mut from_client) => m,
+                // The server closed (or the client cannot be written to): so does this
+                // connection, once Havoc's own pending answers are out.
+                _ = r => {
+                    relay = None;
+                    break;
+                }
+            },
+            None => read_frame(&mut from_client).await,
         };
         let Ok(Some(msg)) = msg else {
             break; // the client closed its side (or the connection broke)
@@ -72,100 +79,80 @@ async fn serve_conn(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .decide(&msg, Transport::Tcp);
-        match fate {
-            Fate::Pass => {
-                if to_server.send(msg).await.is_err() {
-                    break;
+        let (hold, msg, to_server) = match fate {
+            Fate::Pass => (Duration::ZERO, msg, true),
+            Fate::PassAfter(hold) => (hold, msg, true),
+            Fate::Answer { dns, after } => (after, dns, false),
+        };
+        let w = if to_server {
+            if server_w.is_none() {
+                let stream = match connecting.take() {
+                    Some(c) => c.await.map_err(std::io::Error::other).and_then(|r| r),
+                    None => Err(std::io::Error::other("no connection")),
+                };
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        counters.tcp_upstream_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, %dst, "DNS-over-TCP: cannot reach the server");
+                        break;
+                    }
+                };
+                let (from_server, w) = stream.into_split();
+                server_w = Some(Arc::new(tokio::sync::Mutex::new(w)));
+                relay = Some(tokio::spawn(relay_answers(from_server, client_w.clone())));
+            }
+            server_w.clone().expect("connected above")
+        } else {
+            client_w.clone()
+        };
+        if hold.is_zero() {
+            if write_frame(&w, &msg).await.is_err() {
+                if to_server {
+                    counters.tcp_upstream_errors.fetch_add(1, Ordering::Relaxed);
                 }
+                break;
             }
-            Fate::PassAfter(hold) => {
-                tokio::spawn(after(hold, msg, to_server.clone(), counters.clone()));
-            }
-            Fate::Answer { dns, after: hold } if hold.is_zero() => {
-                if to_client.send(dns).await.is_err() {
-                    break;
-                }
-            }
-            Fate::Answer { dns, after: hold } => {
-                tokio::spawn(after(hold, dns, to_client.clone(), counters.clone()));
-            }
+        } else {
+            held.spawn(after(hold, msg, w, counters.clone()));
         }
     }
-    // Each side ends once every sender towards it (held messages included) is gone.
-    drop((to_server, to_client));
-    let _ = upstream.await;
-    let _ = writer.await;
+    // Held messages go out first; then the server gets end of stream, answers what it has and
+    // closes; then the client does.
+    while held.join_next().await.is_some() {}
+    if let Some(w) = server_w {
+        let _ = w.lock().await.shutdown().await;
+    }
+    if let Some(r) = relay {
+        let _ = r.await;
+    }
+    let _ = client_w.lock().await.shutdown().await;
 }
 
-/// Sends `msg` to `to` after `hold`, counting the measured hold.
-async fn after(hold: Duration, msg: Vec<u8>, to: mpsc::Sender<Vec<u8>>, c: Arc<DnsCounters>) {
+/// Writes `msg` to `w` after `hold`, counting the measured hold.
+async fn after(hold: Duration, msg: Vec<u8>, w: Writer, c: Arc<DnsCounters>) {
     let t = Instant::now();
     tokio::time::sleep(hold).await;
     c.tcp_held.fetch_add(1, Ordering::Relaxed);
     c.tcp_hold_ns
         .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    let _ = to.send(msg).await;
+    let _ = write_frame(&w, &msg).await;
 }
 
-/// The connection to the original server: opened at the first message, closed (half) when no
-/// message can come any more; what the server sends goes to the client.
-async fn upstream(
-    dst: SocketAddrV4,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    to_client: mpsc::Sender<Vec<u8>>,
-    counters: Arc<DnsCounters>,
-) {
-    let Some(first) = rx.recv().await else {
-        return; // nothing was passed: the server is never contacted
-    };
-    let stream = match connect_marked(dst, MARK).await {
-        Ok(s) => s,
-        Err(e) => {
-            counters.tcp_upstream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, %dst, "DNS-over-TCP: cannot reach the server");
-            return;
-        }
-    };
-    let (mut from_server, mut server_w) = stream.into_split();
-    let mut relay = tokio::spawn(async move {
-        while let Ok(Some(m)) = read_frame(&mut from_server).await {
-            if to_client.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut next = Some(first);
-    while let Some(m) = next {
-        if write_frame(&mut server_w, &m).await.is_err() {
-            counters.tcp_upstream_errors.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        next = tokio::select! {
-            m = rx.recv() => m,
-            // The server closed its side: stop taking queries (the client sees the close).
-            _ = &mut relay => return,
-        };
-    }
-    let _ = server_w.shutdown().await;
-    drop(rx);
-    let _ = relay.await;
-}
-
-/// Writes each message, framed, as it comes; shuts the write side down when none can come.
-async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut buf = Vec::new();
-    while let Some(m) = rx.recv().await {
-        buf.clear();
-        frame_into(&mut buf, &m);
-        // Whatever else is ready goes in the same write.
-        while let Ok(m) = rx.try_recv() {
-            frame_into(&mut buf, &m);
-        }
-        if w.write_all(&buf).await.is_err() {
+/// Copies the server's messages to the client, whole, until either side ends.
+async fn relay_answers(mut from_server: OwnedReadHalf, client_w: Writer) {
+    while let Ok(Some(m)) = read_frame(&mut from_server).await {
+        if write_frame(&client_w, &m).await.is_err() {
             return;
         }
     }
-    let _ = w.shutdown().await;
+}
+
+/// Writes one message, framed, in one write (whole, even when several tasks share `w`).
+async fn write_frame(w: &Writer, m: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(m.len() + 2);
+    frame_into(&mut buf, m);
+    w.lock().await.write_all(&buf).await
 }
 
 fn frame_into(buf: &mut Vec<u8>, m: &[u8]) {
@@ -173,12 +160,6 @@ fn frame_into(buf: &mut Vec<u8>, m: &[u8]) {
     let len = u16::try_from(m.len()).unwrap_or(u16::MAX);
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&m[..usize::from(len)]);
-}
-
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, m: &[u8]) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(m.len() + 2);
-    frame_into(&mut buf, m);
-    w.write_all(&buf).await
 }
 
 /// The next length-prefixed message, or `None` at a clean end of stream.
