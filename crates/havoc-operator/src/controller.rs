@@ -389,11 +389,6 @@ fn planned_end(status: &ChaosStatus, spec: &plan::Spec) -> Option<SystemTime> {
     plan::planned_end(spec, &targets)
 }
 
-/// Now, as status keeps a record's clock: milliseconds after `startedAt`.
-fn now_offset(status: &ChaosStatus) -> u64 {
-    status.offset_ms(unix_ms(SystemTime::now()))
-}
-
 fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -598,31 +593,11 @@ impl<K: ChaosObject> Run<'_, K> {
         node: &str,
         injections: Vec<Injection>,
     ) -> Result<(), String> {
-        let mut first = None;
-        for inj in injections {
-            let req = RecoverRequest {
-                injection_id: inj.injection_id.clone(),
-            };
-            let r = match self.ctx.agents.recover(node, req).await {
-                Ok(r) if r.recovered => Ok(()),
-                Ok(r) => Err(format!(
-                    "agent did not recover {}: {}",
-                    inj.idempotency_key, r.reason
-                )),
-                Err(e) => Err(chain(&e)),
-            };
-            match r {
-                Ok(()) => {
-                    if let Some(Ok(held)) = self.listed.get_mut(node) {
-                        held.retain(|i| i.injection_id != inj.injection_id);
-                    }
-                }
-                Err(e) => {
-                    first.get_or_insert(e);
-                }
-            }
+        let (result, done) = recover_on(&*self.ctx.agents, node, injections).await;
+        if let Some(Ok(held)) = self.listed.get_mut(node) {
+            held.retain(|i| !done.contains(&i.injection_id));
         }
-        first.map_or(Ok(()), Err)
+        result
     }
 
     /// Deletion or the end: recovers every injection of this object still held on the nodes of
@@ -1123,72 +1098,176 @@ impl Injector {
     }
 }
 
-impl<K: ChaosObject> Run<'_, K> {
-    async fn recover(&mut self, world: &World, id: &TargetId, then: Phase, best_effort: bool) {
-        let Some(rec) = self.status.find(&id.namespace, &id.pod).cloned() else {
-            return;
-        };
-        if let Some(r) = self.record(id) {
-            st::mark_recovering(r);
+/// What recovering one target takes, worked out (one agent `List` per node) before the calls
+/// of a batch run concurrently.
+enum Undo {
+    /// Nothing is held (a failed injection, a pod without the failure images).
+    Nothing,
+    /// Restore the images of a pod under pod-failure.
+    Patch {
+        namespace: String,
+        name: String,
+        patch: serde_json::Value,
+    },
+    /// Recover these injections on the node's agent.
+    Agent {
+        node: String,
+        injections: Vec<Injection>,
+    },
+    /// The agent could not be listed.
+    Unknown(String),
+}
+
+impl Undo {
+    /// Does it; the ids of the agent injections recovered (to keep the run's view of the node).
+    async fn run(
+        self,
+        client: kube::Client,
+        agents: Arc<dyn AgentPool>,
+    ) -> (Result<(), String>, Vec<String>) {
+        match self {
+            Undo::Nothing => (Ok(()), Vec::new()),
+            Undo::Unknown(e) => (Err(e), Vec::new()),
+            Undo::Patch {
+                namespace,
+                name,
+                patch,
+            } => {
+                let pods: Api<Pod> = Api::namespaced(client, &namespace);
+                let r = match pods
+                    .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(format!("restore pod images: {}", chain(&e))),
+                };
+                (r, Vec::new())
+            }
+            Undo::Agent { node, injections } => recover_on(&*agents, &node, injections).await,
         }
-        let result = match &self.action {
-            ChaosAction::PodFailure => match world.pod(&id.pod_uid) {
-                None => Ok(()),
-                Some(pod) => {
-                    let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &id.namespace);
-                    match restore_patch(pod) {
-                        None => Ok(()),
-                        Some(p) => match pods
-                            .patch(&id.pod, &PatchParams::default(), &Patch::Strategic(p))
-                            .await
-                        {
-                            Ok(_) => Ok(()),
-                            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                            Err(e) => Err(format!("restore pod images: {}", chain(&e))),
-                        },
-                    }
-                }
-            },
-            // A target that failed before anything was held has nothing to recover.
-            ChaosAction::Agent { .. }
-                if rec.node.is_empty()
-                    || (rec.phase == RecordPhase::Failed && rec.injected <= rec.recovered) =>
-            {
-                Ok(())
-            }
-            ChaosAction::Agent { .. } => {
-                let uid = world.pod(&id.pod_uid).and_then(|p| p.metadata.uid.clone());
-                match self.held_on(&rec.node).await {
-                    Ok(held) => {
-                        let mine: Vec<Injection> = held
-                            .into_iter()
-                            .filter(|i| {
-                                belongs_to(&i.idempotency_key, uid.as_deref(), &rec.container_id)
-                            })
-                            .collect();
-                        self.recover_injections(&rec.node, mine).await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            _ => Ok(()),
+    }
+}
+
+/// Recovers `injections` on `node`, all of them even if one fails: the first error, and the ids
+/// recovered.
+async fn recover_on(
+    agents: &dyn AgentPool,
+    node: &str,
+    injections: Vec<Injection>,
+) -> (Result<(), String>, Vec<String>) {
+    let mut first = None;
+    let mut done = Vec::new();
+    for inj in injections {
+        let req = RecoverRequest {
+            injection_id: inj.injection_id.clone(),
         };
-        let at_ms = now_offset(&self.status);
-        let Some(r) = self.record(id) else { return };
-        match result {
-            Ok(()) => {
-                st::mark_recovered_at(r, at_ms, then == Phase::Pending);
-                if then == Phase::Pending {
-                    r.phase = RecordPhase::Injecting;
-                }
-            }
-            Err(e) if best_effort => {
-                st::mark_gone(r, &format!("force-cleanup: not recovered: {e}"));
+        match agents.recover(node, req).await {
+            Ok(r) if r.recovered => done.push(inj.injection_id),
+            Ok(r) => {
+                first.get_or_insert(format!(
+                    "agent did not recover {}: {}",
+                    inj.idempotency_key, r.reason
+                ));
             }
             Err(e) => {
-                st::mark_failed(r, &e);
-                self.errors
-                    .push(format!("{}/{}: {e}", id.namespace, id.pod));
+                first.get_or_insert(chain(&e));
+            }
+        }
+    }
+    (first.map_or(Ok(()), Err), done)
+}
+
+impl<K: ChaosObject> Run<'_, K> {
+    /// Recovers a batch of targets concurrently, at most
+    /// [`Context::max_concurrent_injections`] at a time (1,000 targets whose ends fall together
+    /// are not recovered one after the other, the last ones seconds late), then records each
+    /// with the moment its own recovery finished: its clock stops there.
+    async fn recover_many(&mut self, world: &World, batch: Vec<(TargetId, Phase, bool)>) {
+        let mut work = Vec::with_capacity(batch.len());
+        for (id, then, best_effort) in batch {
+            let Some(rec) = self.status.find(&id.namespace, &id.pod).cloned() else {
+                continue;
+            };
+            if let Some(r) = self.record(&id) {
+                st::mark_recovering(r);
+            }
+            let undo = match &self.action {
+                ChaosAction::PodFailure => match world.pod(&id.pod_uid).and_then(restore_patch) {
+                    None => Undo::Nothing,
+                    Some(patch) => Undo::Patch {
+                        namespace: id.namespace.clone(),
+                        name: id.pod.clone(),
+                        patch,
+                    },
+                },
+                // A target that failed before anything was held has nothing to recover.
+                ChaosAction::Agent { .. }
+                    if rec.node.is_empty()
+                        || (rec.phase == RecordPhase::Failed && rec.injected <= rec.recovered) =>
+                {
+                    Undo::Nothing
+                }
+                ChaosAction::Agent { .. } => {
+                    let uid = world.pod(&id.pod_uid).and_then(|p| p.metadata.uid.clone());
+                    match self.held_on(&rec.node).await {
+                        Ok(held) => Undo::Agent {
+                            node: rec.node.clone(),
+                            injections: held
+                                .into_iter()
+                                .filter(|i| {
+                                    belongs_to(
+                                        &i.idempotency_key,
+                                        uid.as_deref(),
+                                        &rec.container_id,
+                                    )
+                                })
+                                .collect(),
+                        },
+                        Err(e) => Undo::Unknown(e),
+                    }
+                }
+                _ => Undo::Nothing,
+            };
+            let node = rec.node.clone();
+            work.push((id, then, best_effort, node, undo));
+        }
+        let limit = self.ctx.max_concurrent_injections.max(1);
+        let (client, agents) = (self.ctx.client.clone(), self.ctx.agents.clone());
+        let results: Vec<_> =
+            futures::stream::iter(work.into_iter().map(|(id, then, best_effort, node, undo)| {
+                let (client, agents) = (client.clone(), agents.clone());
+                async move {
+                    let (result, done) = undo.run(client, agents).await;
+                    // The moment the fault was off: the target's clock stops here.
+                    let at = SystemTime::now();
+                    (id, then, best_effort, node, result, done, at)
+                }
+            }))
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        for (id, then, best_effort, node, result, done, at) in results {
+            if let Some(Ok(held)) = self.listed.get_mut(&node) {
+                held.retain(|i| !done.contains(&i.injection_id));
+            }
+            let at_ms = self.status.offset_ms(unix_ms(at));
+            let Some(r) = self.record(&id) else { continue };
+            match result {
+                Ok(()) => {
+                    st::mark_recovered_at(r, at_ms, then == Phase::Pending);
+                    if then == Phase::Pending {
+                        r.phase = RecordPhase::Injecting;
+                    }
+                }
+                Err(e) if best_effort => {
+                    st::mark_gone(r, &format!("force-cleanup: not recovered: {e}"));
+                }
+                Err(e) => {
+                    st::mark_failed(r, &e);
+                    self.errors
+                        .push(format!("{}/{}: {e}", id.namespace, id.pod));
+                }
             }
         }
     }
@@ -1384,8 +1463,20 @@ async fn apply<K: ChaosObject>(
                     then,
                     best_effort,
                 } => {
-                    run.recover(&world, &id, then, best_effort).await;
-                    if !best_effort && !run.errors.is_empty() && deleting {
+                    let mut batch = vec![(id, then, best_effort)];
+                    while let Some(Step::Recover { .. }) = steps.peek() {
+                        if let Some(Step::Recover {
+                            id,
+                            then,
+                            best_effort,
+                        }) = steps.next()
+                        {
+                            batch.push((id, then, best_effort));
+                        }
+                    }
+                    let forced = batch.iter().all(|(_, _, b)| *b);
+                    run.recover_many(&world, batch).await;
+                    if !forced && !run.errors.is_empty() && deleting {
                         break 'outer;
                     }
                 }

@@ -190,6 +190,8 @@ impl ExperimentPhase {
 
 /// One thing to do. The glue carries steps out in order and stops at the first failure (except
 /// under forced cleanup), so a later step can rely on the earlier ones having succeeded.
+/// Consecutive `Inject` steps, and consecutive `Recover` steps, are one batch each, run
+/// concurrently (bounded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Select targets, record them as Pending, then decide again.

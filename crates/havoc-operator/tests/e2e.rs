@@ -1044,6 +1044,30 @@ async fn scale_pod_failure_over_many_pods() {
         st.counts
     );
     assert_eq!(st.counts.recovered as usize, n, "{:?}", st.counts);
+    // Each pod held for the duration from its own injection: the records' measured clocks.
+    let since: Vec<i64> = st
+        .records
+        .iter()
+        .map(|r| st.since_unix_ms(r).expect("since"))
+        .collect();
+    let served: Vec<u64> = st.records.iter().map(|r| r.served_ms).collect();
+    let (first, last) = (
+        since.iter().min().expect("records"),
+        since.iter().max().expect("records"),
+    );
+    let (least, most) = (
+        served.iter().min().expect("records"),
+        served.iter().max().expect("records"),
+    );
+    eprintln!(
+        "injections spread over {} ms; each pod held {least}..{most} ms (duration 20000 ms); endsAt - last injection {} ms",
+        last - first,
+        st.ends_at.as_ref().expect("endsAt").0.as_millisecond() - last
+    );
+    assert!(
+        *least >= 20_000,
+        "a pod was held {least} ms, less than the duration"
+    );
     let took = delete_and_wait_gone(&chaos, "scale").await;
     eprintln!("deleted in {took:.1?}");
     let _ = stop_tx.send(());

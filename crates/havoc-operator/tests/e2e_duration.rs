@@ -4,7 +4,7 @@
 //! (400 ms per injection, one at a time: bounded parallelism at its narrowest) and notes when
 //! every injection and recovery happened. Two NetworkChaos run at once:
 //!
-//! - `staggered`: three pods injected 0.4 s apart, a fourth whose container starts 2.5 s late;
+//! - `staggered`: three pods injected 0.4 s apart, a fourth whose container starts 1.5 s after;
 //!   each must be held for the duration from its own injection (never less, at most the stated
 //!   tolerance more), recovered at its own end, the record's `since` must be the measured
 //!   injection time and `endsAt` the last recovery;
@@ -398,15 +398,18 @@ async fn each_target_is_held_for_the_duration_from_its_own_injection() {
     ));
 
     let chaos: Api<NetworkChaos> = Api::namespaced(client.clone(), &ns);
-    let created = Instant::now();
     for (name, app) in [("staggered", "staggered"), ("paused", "paused")] {
         chaos
             .create(&PostParams::default(), &network_chaos(name, app))
             .await
             .expect("create NetworkChaos");
     }
-    // s-late's container starts 2.5 s after the experiment was created.
-    tokio::time::sleep(Duration::from_millis(2_500).saturating_sub(created.elapsed())).await;
+    // s-late's container starts 1.5 s after the other three are in.
+    wait_status(&chaos, "staggered", "3 injected", |s| {
+        s.counts.injected == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     pods.patch_status(
         "s-late",
         &PatchParams::default(),
@@ -414,6 +417,7 @@ async fn each_target_is_held_for_the_duration_from_its_own_injection() {
     )
     .await
     .expect("start s-late's container");
+    let late_start = SystemTime::now();
     // Pause `paused` once both targets are in, then resume 2 s later.
     wait_status(&chaos, "paused", "both injected", |s| {
         s.counts.injected == 2
@@ -485,7 +489,7 @@ async fn each_target_is_held_for_the_duration_from_its_own_injection() {
         last_recovery = last_recovery.max(rec);
     }
     // The injections really were staggered (else this test proves nothing): 0.4 s apart, and
-    // the late container's 2.5 s after the start.
+    // the late container's once it started, 1.5 s after the others.
     for w in firsts[..3].windows(2) {
         assert!(
             since(w[1], w[0]) >= INJECT_DELAY - Duration::from_millis(50),
@@ -493,9 +497,10 @@ async fn each_target_is_held_for_the_duration_from_its_own_injection() {
         );
     }
     assert!(
-        since(firsts[3], firsts[0]) >= Duration::from_secs(2),
-        "s-late injected {:?} after s-0",
-        since(firsts[3], firsts[0])
+        firsts[3] >= late_start && since(firsts[3], firsts[2]) >= Duration::from_millis(1_500),
+        "s-late injected {:?} after s-2, its container started {:?} after s-2",
+        since(firsts[3], firsts[2]),
+        since(late_start, firsts[2])
     );
     // endsAt is the measured end: the last recovery (status keeps whole seconds).
     let ends = staggered
