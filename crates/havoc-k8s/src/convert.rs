@@ -637,18 +637,28 @@ fn go_durations(spec: &mut serde_json::Value) {
 
 /// Converts Chaos Mesh manifests (one document or a `---` stream) to `havoc.dev/v1alpha1` YAML,
 /// one output document per input document. Every problem in every document is reported.
+/// `Schedule` and `Workflow` documents go to [`crate::program_convert::convert_document`], which
+/// converts the chaos they embed with this function.
 pub fn convert(src: &str) -> Result<String, SpecErrors> {
     let docs = parse(src)?;
     if docs.is_empty() {
         return Err(SpecErrors(vec![err(
             Pos { line: 1, col: 1 },
             FieldPath::root(),
-            "the file is empty: expected Chaos Mesh PodChaos, NetworkChaos, StressChaos, TimeChaos, IOChaos, DNSChaos or HTTPChaos manifests",
+            "the file is empty: expected Chaos Mesh PodChaos, NetworkChaos, StressChaos, TimeChaos, IOChaos, DNSChaos, HTTPChaos, Schedule or Workflow manifests",
         )]));
     }
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for d in &docs {
+        // Schedule and Workflow (their embedded chaos goes through `load` below).
+        if let Some(r) = crate::program_convert::convert_document(d) {
+            match r {
+                Ok(y) => out.push(y),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         match load(d, true) {
             Ok(m) => out.push(to_yaml(&m)),
             Err(e) => errors.extend(e),
@@ -1606,6 +1616,54 @@ mod tests {
         assert!(
             e.to_string().contains("expected `chaos-mesh.org/v1alpha1`"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn schedules_and_workflows_convert_in_a_stream_with_chaos_objects() {
+        let pod = cm("PodChaos", "  action: pod-kill\n");
+        let schedule = "apiVersion: chaos-mesh.org/v1alpha1\nkind: Schedule\nmetadata: {name: io-nightly, namespace: shop}\nspec:\n  schedule: \"0 3 * * *\"\n  type: IOChaos\n  historyLimit: 2\n  ioChaos: {action: fault, mode: one, selector: {labelSelectors: {app: db}}, volumePath: /var/lib/db, errno: 5, percent: 30, duration: 90s}\n";
+        let workflow = "apiVersion: chaos-mesh.org/v1alpha1\nkind: Workflow\nmetadata: {name: wf, namespace: shop}\nspec:\n  entry: main\n  templates:\n    - {name: main, templateType: Serial, children: [kill, skew]}\n    - {name: kill, templateType: PodChaos, podChaos: {action: pod-kill, mode: one, selector: {}}}\n    - {name: skew, templateType: TimeChaos, deadline: 1m30s, timeChaos: {mode: all, selector: {}, timeOffset: 10m}}\n";
+        let out = convert(&format!("{pod}---\n{schedule}---\n{workflow}"))
+            .unwrap_or_else(|e| panic!("{}", e.render("s.yaml")));
+        let docs: Vec<&str> = out.split("---\n").filter(|d| !d.is_empty()).collect();
+        assert_eq!(docs.len(), 3, "{out}");
+        assert!(docs[0].contains("kind: PodChaos"));
+        let s: crate::schedule_crd::Schedule =
+            serde_yaml_ng::from_str(docs[1]).expect("a Schedule");
+        assert_eq!(s.spec.type_, crate::schedule_crd::ScheduleType::IOChaos);
+        let io = s.spec.io_chaos.as_ref().expect("ioChaos");
+        assert_eq!(
+            io.duration.map(|d| d.0),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(
+            docs[1].contains("duration: 1m30s"),
+            "Go durations: {}",
+            docs[1]
+        );
+        s.spec
+            .plan(&FieldPath::root().key("spec"))
+            .expect("the operator runs it");
+        let w: crate::workflow_crd::Workflow =
+            serde_yaml_ng::from_str(docs[2]).expect("a Workflow");
+        assert!(w
+            .spec
+            .template("skew")
+            .and_then(|t| t.time_chaos.as_ref())
+            .is_some());
+
+        // Problems in an embedded spec carry the document's line and the full path.
+        let bad = workflow.replace("timeOffset: 10m", "timeOffset: 10m, clockIds: [CLOCK_NOPE]");
+        let e = convert(&format!("{pod}---\n{bad}")).expect_err("refused");
+        let text = e.render("s.yaml");
+        assert!(
+            text.contains("spec.templates[2].timeChaos.clockIds"),
+            "{text}"
+        );
+        assert!(
+            text.contains("s.yaml:35:"),
+            "the line in the stream: {text}"
         );
     }
 

@@ -1,20 +1,22 @@
 //! Conversion of Chaos Mesh `Schedule` and `Workflow` manifests to `havoc.dev/v1alpha1`.
 //!
 //! The fields are the same; what changes is the embedded chaos: each `podChaos`,
-//! `networkChaos`, `stressChaos` (in a schedule, or in a workflow template) goes through the
-//! chaos converter ([`crate::convert::convert`]), so it means what a converted standalone object
+//! `networkChaos`, `stressChaos`, `ioChaos`, `timeChaos`, `dnsChaos`, `httpChaos` (in a schedule,
+//! or in a workflow template) goes through the chaos converter ([`crate::convert::convert`]), so it means what a converted standalone object
 //! means. The result is then checked with the operator's own rules
 //! ([`crate::workflow_crd::WorkflowSpec::to_spec`], [`crate::schedule_crd::ScheduleSpec::plan`]),
 //! so a converted manifest is one the operator runs. Branch expressions are CEL in Havoc: an
 //! expr-only form (`and`, `contains`...) is refused with its CEL spelling, not rewritten.
 //!
-//! The converter calls [`convert_document`] for each document before its own kinds.
+//! The converter ([`crate::convert::convert`], `havoc convert`) calls [`convert_document`] for
+//! each document before its own kinds.
 
 use havoc_spec::error::SpecError;
 use havoc_spec::yaml::{Node, Pos, Value};
 use havoc_spec::FieldPath;
 use serde_json::{Map, Value as J};
 
+use crate::convert::CHAOS_MESH_API_VERSION;
 use crate::crd::API_VERSION;
 
 /// The embedded chaos keys Havoc's Schedule and Workflow take, and their kinds.
@@ -22,6 +24,10 @@ const CHAOS_KEYS: &[(&str, &str)] = &[
     ("podChaos", "PodChaos"),
     ("networkChaos", "NetworkChaos"),
     ("stressChaos", "StressChaos"),
+    ("ioChaos", "IOChaos"),
+    ("timeChaos", "TimeChaos"),
+    ("dnsChaos", "DNSChaos"),
+    ("httpChaos", "HTTPChaos"),
 ];
 
 /// The metadata kept (as the chaos converter keeps it).
@@ -87,7 +93,7 @@ fn convert_chaos(
     errors: &mut Vec<SpecError>,
 ) -> Option<J> {
     let synthetic = serde_json::json!({
-        "apiVersion": havoc_spec::experiment::CHAOS_MESH_API_VERSION,
+        "apiVersion": CHAOS_MESH_API_VERSION,
         "kind": kind,
         "metadata": {"name": "embedded"},
         "spec": node_to_json(node),
@@ -134,13 +140,17 @@ fn convert_embedded(
         for (k, _) in entries {
             let k = k.as_scalar().unwrap_or_default();
             if k.ends_with("Chaos") && !CHAOS_KEYS.iter().any(|(c, _)| *c == k) {
-                errors.push(err(
-                    node.pos,
-                    path.key(k),
+                let why = if k == "syscallChaos" {
+                    "SyscallChaos is Havoc's own kind, not Chaos Mesh's: write this object as \
+                     havoc.dev/v1alpha1 (it needs no conversion)"
+                        .to_string()
+                } else {
                     format!(
-                        "`{k}` is not run by Havoc's Schedule and Workflow yet: they embed podChaos, networkChaos and stressChaos"
-                    ),
-                ));
+                        "`{k}` is not a kind Havoc has: a Schedule or Workflow embeds podChaos, \
+                         networkChaos, stressChaos, ioChaos, timeChaos, dnsChaos or httpChaos"
+                    )
+                };
+                errors.push(err(node.pos, path.key(k), why));
             }
         }
     }
@@ -180,8 +190,8 @@ fn convert_workflow_spec(
     J::Object(out)
 }
 
-/// The Havoc YAML of a Chaos Mesh (or Havoc) `Schedule` or `Workflow` document, or its problems;
-/// `None` when the document is another kind.
+/// The Havoc YAML of a Chaos Mesh `Schedule` or `Workflow` document, or its problems; `None`
+/// when the document is another kind.
 pub fn convert_document(doc: &Node) -> Option<Result<String, Vec<SpecError>>> {
     let kind = doc.get("kind").and_then(Node::as_scalar)?;
     if kind != "Schedule" && kind != "Workflow" {
@@ -189,6 +199,19 @@ pub fn convert_document(doc: &Node) -> Option<Result<String, Vec<SpecError>>> {
     }
     let mut errors = Vec::new();
     let top = FieldPath::root();
+    // Argo's Workflow (argoproj.io) and the like are other things with the same kind.
+    match doc.get("apiVersion") {
+        None => errors.push(err(doc.pos, top.key("apiVersion"), "is required")),
+        Some(n) if n.as_scalar() != Some(CHAOS_MESH_API_VERSION) => errors.push(err(
+            n.pos,
+            top.key("apiVersion"),
+            format!(
+                "unsupported apiVersion `{}`: expected `{CHAOS_MESH_API_VERSION}` (a Chaos Mesh manifest)",
+                n.as_scalar().unwrap_or_default()
+            ),
+        )),
+        Some(_) => {}
+    }
     let mut meta = Map::new();
     if let Some(m) = doc.get("metadata") {
         if let J::Object(all) = node_to_json(m) {
@@ -369,6 +392,96 @@ spec:
             errs.iter().all(|e| e.pos.line > 1),
             "positions in the document: {all}"
         );
+    }
+
+    #[test]
+    fn every_chaos_mesh_kind_havoc_has_converts_inside_a_workflow() {
+        let out = one(r#"
+apiVersion: chaos-mesh.org/v1alpha1
+kind: Workflow
+metadata: {name: all-kinds}
+spec:
+  entry: main
+  templates:
+    - {name: main, templateType: Parallel, children: [io, time, dns, http]}
+    - name: io
+      templateType: IOChaos
+      deadline: 30s
+      ioChaos: {action: latency, mode: one, selector: {}, volumePath: /data, delay: 1s500ms, percent: 50}
+    - name: time
+      templateType: TimeChaos
+      timeChaos: {mode: one, selector: {}, timeOffset: -1h30m, duration: 20s}
+    - name: dns
+      templateType: DNSChaos
+      deadline: 1m
+      dnsChaos: {action: error, mode: all, selector: {}, patterns: [google.com]}
+    - name: http
+      templateType: HTTPChaos
+      deadline: 10s
+      httpChaos: {mode: all, selector: {}, target: Request, port: 80, abort: true}
+"#)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let w: crate::workflow_crd::Workflow = serde_yaml_ng::from_str(&out).expect("a Workflow");
+        let t = |n: &str| w.spec.template(n).expect(n).clone();
+        // Through the chaos converter: Go durations, Chaos Mesh's meaning.
+        let io = t("io").io_chaos.expect("ioChaos");
+        assert_eq!(io.volume_path, "/data");
+        assert!(
+            out.contains("delay: 1.5s") || out.contains("delay: 1s500ms"),
+            "{out}"
+        );
+        assert_eq!(
+            t("time").time_chaos.expect("timeChaos").duration,
+            Some(havoc_spec::units::HumanDuration(
+                std::time::Duration::from_secs(20)
+            ))
+        );
+        assert!(t("dns").dns_chaos.is_some() && t("http").http_chaos.is_some());
+        w.spec
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect("the operator runs it");
+    }
+
+    #[test]
+    fn kinds_havoc_does_not_embed_are_refused_by_name() {
+        let errs = one(r#"
+apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: s}
+spec:
+  schedule: "@hourly"
+  type: JVMChaos
+  jvmChaos: {action: gc, mode: one, selector: {}}
+  syscallChaos: {}
+"#)
+        .expect_err("refused");
+        let all: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains("spec.jvmChaos: `jvmChaos` is not a kind Havoc has"),
+            "{all}"
+        );
+        assert!(
+            all.contains("spec.syscallChaos: SyscallChaos is Havoc's own kind"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn a_workflow_of_another_api_group_is_refused() {
+        let errs = one("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  entry: a\n  templates: [{name: a, templateType: Suspend, deadline: 1s}]\n")
+            .expect_err("Argo's Workflow is not Chaos Mesh's");
+        assert_eq!(errs[0].path.to_string(), "apiVersion");
+        assert!(
+            errs[0]
+                .message
+                .contains("unsupported apiVersion `argoproj.io/v1alpha1`"),
+            "{errs:?}"
+        );
+        assert_eq!((errs[0].pos.line, errs[0].pos.col), (1, 13));
     }
 
     #[test]

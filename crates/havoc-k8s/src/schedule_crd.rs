@@ -14,7 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{NetworkChaosSpec, PodChaosSpec, StressChaosSpec};
+use crate::crd::{
+    DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec,
+    SyscallChaosSpec, TimeChaosSpec,
+};
 use crate::workflow_crd::WorkflowSpec;
 
 /// What a schedule does when a run is due while an earlier one still runs.
@@ -35,6 +38,11 @@ pub enum ScheduleType {
     PodChaos,
     NetworkChaos,
     StressChaos,
+    IOChaos,
+    TimeChaos,
+    SyscallChaos,
+    DNSChaos,
+    HTTPChaos,
     Workflow,
 }
 
@@ -44,6 +52,11 @@ impl ScheduleType {
             ScheduleType::PodChaos => "PodChaos",
             ScheduleType::NetworkChaos => "NetworkChaos",
             ScheduleType::StressChaos => "StressChaos",
+            ScheduleType::IOChaos => "IOChaos",
+            ScheduleType::TimeChaos => "TimeChaos",
+            ScheduleType::SyscallChaos => "SyscallChaos",
+            ScheduleType::DNSChaos => "DNSChaos",
+            ScheduleType::HTTPChaos => "HTTPChaos",
             ScheduleType::Workflow => "Workflow",
         }
     }
@@ -81,6 +94,16 @@ impl ScheduleType {
         .message("type NetworkChaos needs networkChaos"),
     validation = Rule::new("self.type != 'StressChaos' || has(self.stressChaos)")
         .message("type StressChaos needs stressChaos"),
+    validation = Rule::new("self.type != 'IOChaos' || has(self.ioChaos)")
+        .message("type IOChaos needs ioChaos"),
+    validation = Rule::new("self.type != 'TimeChaos' || has(self.timeChaos)")
+        .message("type TimeChaos needs timeChaos"),
+    validation = Rule::new("self.type != 'SyscallChaos' || has(self.syscallChaos)")
+        .message("type SyscallChaos needs syscallChaos"),
+    validation = Rule::new("self.type != 'DNSChaos' || has(self.dnsChaos)")
+        .message("type DNSChaos needs dnsChaos"),
+    validation = Rule::new("self.type != 'HTTPChaos' || has(self.httpChaos)")
+        .message("type HTTPChaos needs httpChaos"),
     validation = Rule::new("self.type != 'Workflow' || has(self.workflow)")
         .message("type Workflow needs workflow"),
 )]
@@ -107,6 +130,17 @@ pub struct ScheduleSpec {
     pub network_chaos: Option<NetworkChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_chaos: Option<IOChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
+    /// Havoc's own kind (Chaos Mesh has no SyscallChaos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_chaos: Option<SyscallChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_chaos: Option<DNSChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_chaos: Option<HTTPChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowSpec>,
 }
@@ -173,6 +207,23 @@ impl ScheduleSpec {
                 self.stress_chaos.is_some(),
                 ScheduleType::StressChaos,
             ),
+            ("ioChaos", self.io_chaos.is_some(), ScheduleType::IOChaos),
+            (
+                "timeChaos",
+                self.time_chaos.is_some(),
+                ScheduleType::TimeChaos,
+            ),
+            (
+                "syscallChaos",
+                self.syscall_chaos.is_some(),
+                ScheduleType::SyscallChaos,
+            ),
+            ("dnsChaos", self.dns_chaos.is_some(), ScheduleType::DNSChaos),
+            (
+                "httpChaos",
+                self.http_chaos.is_some(),
+                ScheduleType::HTTPChaos,
+            ),
             ("workflow", self.workflow.is_some(), ScheduleType::Workflow),
         ];
         for (key, present, ty) in embedded {
@@ -194,6 +245,21 @@ impl ScheduleSpec {
         }
         if let Some(s) = &self.stress_chaos {
             s.validate_spec(&sp.key("stressChaos"), &mut p);
+        }
+        if let Some(s) = &self.io_chaos {
+            s.validate_spec(&sp.key("ioChaos"), &mut p);
+        }
+        if let Some(s) = &self.time_chaos {
+            s.validate_spec(&sp.key("timeChaos"), &mut p);
+        }
+        if let Some(s) = &self.syscall_chaos {
+            s.validate_spec(&sp.key("syscallChaos"), &mut p);
+        }
+        if let Some(s) = &self.dns_chaos {
+            s.validate_spec(&sp.key("dnsChaos"), &mut p);
+        }
+        if let Some(s) = &self.http_chaos {
+            s.validate_spec(&sp.key("httpChaos"), &mut p);
         }
         let mut wf_err = None;
         if let Some(w) = &self.workflow {

@@ -14,7 +14,8 @@
 //! restart is found again, never started twice. The journal is bounded: every entry changes at
 //! least one of at most [`MAX_NODES`] nodes, and a task's stdout is kept to [`TASK_STDOUT_MAX`].
 //!
-//! Chaos templates (`PodChaos`, `NetworkChaos`, `StressChaos`) enter the tree as fault nodes
+//! Chaos templates (`PodChaos`, `NetworkChaos`, `StressChaos`, `IOChaos`, `TimeChaos`,
+//! `SyscallChaos`, `DNSChaos`, `HTTPChaos`) enter the tree as fault nodes
 //! whose deadline rules are host mode's (`deadline`, else `duration` + 30 s, a one-shot
 //! pod-kill finishes when done); the tree reads only their duration and deadline.
 
@@ -32,7 +33,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{NetworkChaosSpec, PodAction, PodChaosSpec, StressChaosSpec};
+use crate::crd::{
+    DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodAction, PodChaosSpec,
+    StressChaosSpec, SyscallChaosSpec, TimeChaosSpec,
+};
 use crate::statuscheck_crd::StatusCheckSpec;
 
 /// The annotation that aborts a workflow (`"true"`): running steps are stopped (their faults
@@ -54,6 +58,12 @@ pub enum TemplateType {
     PodChaos,
     NetworkChaos,
     StressChaos,
+    IOChaos,
+    TimeChaos,
+    /// Havoc's own kind (Chaos Mesh has no SyscallChaos).
+    SyscallChaos,
+    DNSChaos,
+    HTTPChaos,
 }
 
 impl TemplateType {
@@ -65,6 +75,11 @@ impl TemplateType {
             TemplateType::PodChaos => Some("PodChaos"),
             TemplateType::NetworkChaos => Some("NetworkChaos"),
             TemplateType::StressChaos => Some("StressChaos"),
+            TemplateType::IOChaos => Some("IOChaos"),
+            TemplateType::TimeChaos => Some("TimeChaos"),
+            TemplateType::SyscallChaos => Some("SyscallChaos"),
+            TemplateType::DNSChaos => Some("DNSChaos"),
+            TemplateType::HTTPChaos => Some("HTTPChaos"),
             _ => None,
         }
     }
@@ -80,6 +95,11 @@ impl TemplateType {
             TemplateType::PodChaos => "PodChaos",
             TemplateType::NetworkChaos => "NetworkChaos",
             TemplateType::StressChaos => "StressChaos",
+            TemplateType::IOChaos => "IOChaos",
+            TemplateType::TimeChaos => "TimeChaos",
+            TemplateType::SyscallChaos => "SyscallChaos",
+            TemplateType::DNSChaos => "DNSChaos",
+            TemplateType::HTTPChaos => "HTTPChaos",
         }
     }
 }
@@ -144,6 +164,16 @@ pub struct Template {
     pub network_chaos: Option<NetworkChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_chaos: Option<IOChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_chaos: Option<SyscallChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_chaos: Option<DNSChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_chaos: Option<HTTPChaosSpec>,
 }
 
 /// Chaos as a program: serial, parallel, suspend, task, status-check and chaos steps (havoc.dev).
@@ -413,21 +443,30 @@ impl WorkflowSpec {
             t.abort_with_status_check && ty != TemplateType::StatusCheck,
             p,
         );
-        unused(
-            "podChaos",
-            t.pod_chaos.is_some() && ty != TemplateType::PodChaos,
-            p,
-        );
-        unused(
-            "networkChaos",
-            t.network_chaos.is_some() && ty != TemplateType::NetworkChaos,
-            p,
-        );
-        unused(
-            "stressChaos",
-            t.stress_chaos.is_some() && ty != TemplateType::StressChaos,
-            p,
-        );
+        for (key, present, kind) in [
+            ("podChaos", t.pod_chaos.is_some(), TemplateType::PodChaos),
+            (
+                "networkChaos",
+                t.network_chaos.is_some(),
+                TemplateType::NetworkChaos,
+            ),
+            (
+                "stressChaos",
+                t.stress_chaos.is_some(),
+                TemplateType::StressChaos,
+            ),
+            ("ioChaos", t.io_chaos.is_some(), TemplateType::IOChaos),
+            ("timeChaos", t.time_chaos.is_some(), TemplateType::TimeChaos),
+            (
+                "syscallChaos",
+                t.syscall_chaos.is_some(),
+                TemplateType::SyscallChaos,
+            ),
+            ("dnsChaos", t.dns_chaos.is_some(), TemplateType::DNSChaos),
+            ("httpChaos", t.http_chaos.is_some(), TemplateType::HTTPChaos),
+        ] {
+            unused(key, present && ty != kind, p);
+        }
         let refs = |list: &[&str], key: &str, p: &mut Problems| {
             for (j, c) in list.iter().enumerate() {
                 if !names.contains(c) {
@@ -559,6 +598,41 @@ impl WorkflowSpec {
                     return missing("stressChaos", p);
                 };
                 s.validate_spec(&pt.key("stressChaos"), p);
+                self.chaos(t, s.duration, false, pt, p)
+            }
+            TemplateType::IOChaos => {
+                let Some(s) = &t.io_chaos else {
+                    return missing("ioChaos", p);
+                };
+                s.validate_spec(&pt.key("ioChaos"), p);
+                self.chaos(t, s.duration, false, pt, p)
+            }
+            TemplateType::TimeChaos => {
+                let Some(s) = &t.time_chaos else {
+                    return missing("timeChaos", p);
+                };
+                s.validate_spec(&pt.key("timeChaos"), p);
+                self.chaos(t, s.duration, false, pt, p)
+            }
+            TemplateType::SyscallChaos => {
+                let Some(s) = &t.syscall_chaos else {
+                    return missing("syscallChaos", p);
+                };
+                s.validate_spec(&pt.key("syscallChaos"), p);
+                self.chaos(t, s.duration, false, pt, p)
+            }
+            TemplateType::DNSChaos => {
+                let Some(s) = &t.dns_chaos else {
+                    return missing("dnsChaos", p);
+                };
+                s.validate_spec(&pt.key("dnsChaos"), p);
+                self.chaos(t, s.duration, false, pt, p)
+            }
+            TemplateType::HTTPChaos => {
+                let Some(s) = &t.http_chaos else {
+                    return missing("httpChaos", p);
+                };
+                s.validate_spec(&pt.key("httpChaos"), p);
                 self.chaos(t, s.duration, false, pt, p)
             }
         }

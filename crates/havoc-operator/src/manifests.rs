@@ -74,7 +74,7 @@ rules:
     resources: ["schedules/status", "workflows/status", "statuschecks/status"]
     verbs: ["get", "patch", "update"]
   - apiGroups: ["havoc.dev"]
-    resources: ["podchaos", "networkchaos", "stresschaos", "workflows", "statuschecks"]
+    resources: ["podchaos", "networkchaos", "stresschaos", "timechaos", "syscallchaos", "iochaos", "dnschaos", "httpchaos", "workflows", "statuschecks"]
     verbs: ["create", "delete"]
   - apiGroups: ["havoc.dev"]
     resources: ["schedules/finalizers", "workflows/finalizers"]

@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime};
 use havoc_k8s::schedule_crd::{run_name, Schedule, ScheduleType, SCHEDULE_LABEL};
 use havoc_k8s::status::Phase;
 use havoc_k8s::workflow_crd::Workflow;
-use havoc_k8s::{NetworkChaos, PodChaos, StressChaos};
+use havoc_k8s::{
+    DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, StressChaos, SyscallChaos, TimeChaos,
+};
 use havoc_spec::schedule::{admit, due, DateTime, Utc};
 use havoc_spec::FieldPath;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -39,6 +41,48 @@ use serde_json::json;
 
 use crate::controller::{chain, Context, Error};
 use crate::plan::PAUSE_ANNOTATION;
+
+/// `$body` with the type `$k` bound to the chaos kind a schedule of type `$ty` creates, or
+/// `$wf` for a Workflow schedule: one arm per kind, written once.
+macro_rules! by_kind {
+    ($ty:expr, $k:ident => $body:expr, Workflow => $wf:expr) => {
+        match $ty {
+            ScheduleType::PodChaos => {
+                type $k = PodChaos;
+                $body
+            }
+            ScheduleType::NetworkChaos => {
+                type $k = NetworkChaos;
+                $body
+            }
+            ScheduleType::StressChaos => {
+                type $k = StressChaos;
+                $body
+            }
+            ScheduleType::IOChaos => {
+                type $k = IOChaos;
+                $body
+            }
+            ScheduleType::TimeChaos => {
+                type $k = TimeChaos;
+                $body
+            }
+            ScheduleType::SyscallChaos => {
+                type $k = SyscallChaos;
+                $body
+            }
+            ScheduleType::DNSChaos => {
+                type $k = DNSChaos;
+                $body
+            }
+            ScheduleType::HTTPChaos => {
+                type $k = HTTPChaos;
+                $body
+            }
+            ScheduleType::Workflow => $wf,
+        }
+    };
+}
 
 /// A run of a schedule, as listed.
 #[derive(Debug, Clone)]
@@ -164,27 +208,22 @@ async fn list_runs(ctx: &Context, s: &Schedule, ns: &str) -> Result<Vec<Run>, Er
                 .collect()
         }};
     }
-    Ok(match s.spec.type_ {
-        ScheduleType::PodChaos => chaos_runs!(PodChaos),
-        ScheduleType::NetworkChaos => chaos_runs!(NetworkChaos),
-        ScheduleType::StressChaos => chaos_runs!(StressChaos),
-        ScheduleType::Workflow => {
-            let api: Api<Workflow> = Api::namespaced(ctx.client.clone(), ns);
-            api.list(&lp)
-                .await
-                .map_err(kube_err(format!("list runs of schedule {ns}/{name}")))?
-                .items
-                .into_iter()
-                .map(|o| Run {
-                    at: run_time(&o.name_any(), &name, &o.metadata),
-                    running: o.metadata.deletion_timestamp.is_none()
-                        && !o.status.as_ref().is_some_and(|st| st.phase.is_done()),
-                    paused: false,
-                    name: o.name_any(),
-                })
-                .collect()
-        }
-    })
+    Ok(by_kind!(s.spec.type_, K => chaos_runs!(K), Workflow => {
+        let api: Api<Workflow> = Api::namespaced(ctx.client.clone(), ns);
+        api.list(&lp)
+            .await
+            .map_err(kube_err(format!("list runs of schedule {ns}/{name}")))?
+            .items
+            .into_iter()
+            .map(|o| Run {
+                at: run_time(&o.name_any(), &name, &o.metadata),
+                running: o.metadata.deletion_timestamp.is_none()
+                    && !o.status.as_ref().is_some_and(|st| st.phase.is_done()),
+                paused: false,
+                name: o.name_any(),
+            })
+            .collect()
+    }))
 }
 
 /// Creates the run `name`; `Ok(false)` when it already exists (made by another operator, or by
@@ -213,6 +252,26 @@ async fn create_run(ctx: &Context, s: &Schedule, ns: &str, name: &str) -> Result
             Some(c) => create!(StressChaos, c),
             None => return Ok(false),
         },
+        (ScheduleType::IOChaos, sp) => match &sp.io_chaos {
+            Some(c) => create!(IOChaos, c),
+            None => return Ok(false),
+        },
+        (ScheduleType::TimeChaos, sp) => match &sp.time_chaos {
+            Some(c) => create!(TimeChaos, c),
+            None => return Ok(false),
+        },
+        (ScheduleType::SyscallChaos, sp) => match &sp.syscall_chaos {
+            Some(c) => create!(SyscallChaos, c),
+            None => return Ok(false),
+        },
+        (ScheduleType::DNSChaos, sp) => match &sp.dns_chaos {
+            Some(c) => create!(DNSChaos, c),
+            None => return Ok(false),
+        },
+        (ScheduleType::HTTPChaos, sp) => match &sp.http_chaos {
+            Some(c) => create!(HTTPChaos, c),
+            None => return Ok(false),
+        },
         (ScheduleType::Workflow, sp) => match &sp.workflow {
             Some(c) => create!(Workflow, c),
             None => return Ok(false),
@@ -227,24 +286,15 @@ async fn create_run(ctx: &Context, s: &Schedule, ns: &str, name: &str) -> Result
 
 async fn delete_run(ctx: &Context, s: &Schedule, ns: &str, name: &str) -> Result<(), Error> {
     let dp = DeleteParams::background();
-    let r = match s.spec.type_ {
-        ScheduleType::PodChaos => Api::<PodChaos>::namespaced(ctx.client.clone(), ns)
+    let r = by_kind!(s.spec.type_,
+        K => Api::<K>::namespaced(ctx.client.clone(), ns)
             .delete(name, &dp)
             .await
             .map(|_| ()),
-        ScheduleType::NetworkChaos => Api::<NetworkChaos>::namespaced(ctx.client.clone(), ns)
+        Workflow => Api::<Workflow>::namespaced(ctx.client.clone(), ns)
             .delete(name, &dp)
             .await
-            .map(|_| ()),
-        ScheduleType::StressChaos => Api::<StressChaos>::namespaced(ctx.client.clone(), ns)
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-        ScheduleType::Workflow => Api::<Workflow>::namespaced(ctx.client.clone(), ns)
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-    };
+            .map(|_| ()));
     match r {
         Ok(()) => Ok(()),
         Err(e) if not_found(&e) => Ok(()),
@@ -263,22 +313,13 @@ async fn pause_run(
     let patch = json!({"metadata": {"annotations": {PAUSE_ANNOTATION: if pause { json!("true") } else { json!(null) }}}});
     let pp = PatchParams::default();
     let p = Patch::Merge(&patch);
-    let r = match s.spec.type_ {
-        ScheduleType::PodChaos => Api::<PodChaos>::namespaced(ctx.client.clone(), ns)
-            .patch(name, &pp, &p)
-            .await
-            .map(|_| ()),
-        ScheduleType::NetworkChaos => Api::<NetworkChaos>::namespaced(ctx.client.clone(), ns)
-            .patch(name, &pp, &p)
-            .await
-            .map(|_| ()),
-        ScheduleType::StressChaos => Api::<StressChaos>::namespaced(ctx.client.clone(), ns)
+    let r = by_kind!(s.spec.type_,
+        K => Api::<K>::namespaced(ctx.client.clone(), ns)
             .patch(name, &pp, &p)
             .await
             .map(|_| ()),
         // A Workflow has no pause: its chaos steps are its own children.
-        ScheduleType::Workflow => Ok(()),
-    };
+        Workflow => Ok(()));
     match r {
         Ok(()) => Ok(()),
         Err(e) if not_found(&e) => Ok(()),
@@ -448,19 +489,16 @@ pub fn controller(
     use futures::{FutureExt as _, StreamExt as _};
     use kube::runtime::{watcher, Controller};
     let c = ctx.client.clone();
+    let runs = || watcher::Config::default().labels("havoc.dev/schedule");
     Controller::new(Api::<Schedule>::all(c.clone()), watcher::Config::default())
-        .owns(
-            Api::<PodChaos>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/schedule"),
-        )
-        .owns(
-            Api::<NetworkChaos>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/schedule"),
-        )
-        .owns(
-            Api::<StressChaos>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/schedule"),
-        )
+        .owns(Api::<PodChaos>::all(c.clone()), runs())
+        .owns(Api::<NetworkChaos>::all(c.clone()), runs())
+        .owns(Api::<StressChaos>::all(c.clone()), runs())
+        .owns(Api::<IOChaos>::all(c.clone()), runs())
+        .owns(Api::<TimeChaos>::all(c.clone()), runs())
+        .owns(Api::<SyscallChaos>::all(c.clone()), runs())
+        .owns(Api::<DNSChaos>::all(c.clone()), runs())
+        .owns(Api::<HTTPChaos>::all(c.clone()), runs())
         .owns(
             Api::<Workflow>::all(c.clone()),
             watcher::Config::default().labels("havoc.dev/schedule"),

@@ -24,7 +24,9 @@ use havoc_k8s::workflow_crd::{
     chaos_duration, child_labels, child_name, Machine, Template, TemplateType, Workflow,
     WorkflowPhase, ABORT_ANNOTATION, TASK_STDOUT_MAX,
 };
-use havoc_k8s::{NetworkChaos, PodChaos, StressChaos};
+use havoc_k8s::{
+    DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, StressChaos, SyscallChaos, TimeChaos,
+};
 use havoc_spec::units::HumanDuration;
 use havoc_spec::workflow::{Action as TreeAction, NodePhase, WorkOutcome};
 use havoc_spec::FieldPath;
@@ -59,6 +61,19 @@ async fn start_node(
     let pp = PostParams::default();
     let c = ctx.client.clone();
     let dur = |d: Option<HumanDuration>| chaos_duration(t, d).map(HumanDuration);
+    // A chaos step lasting its duration, else its node's deadline.
+    macro_rules! chaos {
+        ($k:ty, $field:ident) => {{
+            let mut spec = t.$field.clone().ok_or(concat!("no ", stringify!($field)))?;
+            spec.duration = dur(spec.duration);
+            let mut o = <$k>::new(&name, spec);
+            o.metadata = meta;
+            Api::<$k>::namespaced(c, &ns)
+                .create(&pp, &o)
+                .await
+                .map(|_| ())
+        }};
+    }
     let r = match t.template_type {
         TemplateType::PodChaos => {
             let mut spec = t.pod_chaos.clone().ok_or("no podChaos")?;
@@ -72,26 +87,13 @@ async fn start_node(
                 .await
                 .map(|_| ())
         }
-        TemplateType::NetworkChaos => {
-            let mut spec = t.network_chaos.clone().ok_or("no networkChaos")?;
-            spec.duration = dur(spec.duration);
-            let mut o = NetworkChaos::new(&name, spec);
-            o.metadata = meta;
-            Api::<NetworkChaos>::namespaced(c, &ns)
-                .create(&pp, &o)
-                .await
-                .map(|_| ())
-        }
-        TemplateType::StressChaos => {
-            let mut spec = t.stress_chaos.clone().ok_or("no stressChaos")?;
-            spec.duration = dur(spec.duration);
-            let mut o = StressChaos::new(&name, spec);
-            o.metadata = meta;
-            Api::<StressChaos>::namespaced(c, &ns)
-                .create(&pp, &o)
-                .await
-                .map(|_| ())
-        }
+        TemplateType::NetworkChaos => chaos!(NetworkChaos, network_chaos),
+        TemplateType::StressChaos => chaos!(StressChaos, stress_chaos),
+        TemplateType::IOChaos => chaos!(IOChaos, io_chaos),
+        TemplateType::TimeChaos => chaos!(TimeChaos, time_chaos),
+        TemplateType::SyscallChaos => chaos!(SyscallChaos, syscall_chaos),
+        TemplateType::DNSChaos => chaos!(DNSChaos, dns_chaos),
+        TemplateType::HTTPChaos => chaos!(HTTPChaos, http_chaos),
         TemplateType::StatusCheck => {
             let mut spec = t.status_check.clone().ok_or("no statusCheck")?;
             if spec.mode == havoc_k8s::statuscheck_crd::CheckMode::Continuous
@@ -161,19 +163,23 @@ async fn stop_node(ctx: &Context, w: &Workflow, t: &Template, i: usize) -> Resul
     let name = child_name(&w.name_any(), i, &t.name);
     let c = ctx.client.clone();
     let dp = DeleteParams::background();
+    macro_rules! delete {
+        ($k:ty) => {
+            Api::<$k>::namespaced(c, &ns)
+                .delete(&name, &dp)
+                .await
+                .map(|_| ())
+        };
+    }
     let r = match t.template_type {
-        TemplateType::PodChaos => Api::<PodChaos>::namespaced(c, &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-        TemplateType::NetworkChaos => Api::<NetworkChaos>::namespaced(c, &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
-        TemplateType::StressChaos => Api::<StressChaos>::namespaced(c, &ns)
-            .delete(&name, &dp)
-            .await
-            .map(|_| ()),
+        TemplateType::PodChaos => delete!(PodChaos),
+        TemplateType::NetworkChaos => delete!(NetworkChaos),
+        TemplateType::StressChaos => delete!(StressChaos),
+        TemplateType::IOChaos => delete!(IOChaos),
+        TemplateType::TimeChaos => delete!(TimeChaos),
+        TemplateType::SyscallChaos => delete!(SyscallChaos),
+        TemplateType::DNSChaos => delete!(DNSChaos),
+        TemplateType::HTTPChaos => delete!(HTTPChaos),
         TemplateType::StatusCheck => Api::<StatusCheck>::namespaced(c, &ns)
             .delete(&name, &dp)
             .await
@@ -244,6 +250,11 @@ async fn observe_node(
         TemplateType::PodChaos => chaos!(PodChaos),
         TemplateType::NetworkChaos => chaos!(NetworkChaos),
         TemplateType::StressChaos => chaos!(StressChaos),
+        TemplateType::IOChaos => chaos!(IOChaos),
+        TemplateType::TimeChaos => chaos!(TimeChaos),
+        TemplateType::SyscallChaos => chaos!(SyscallChaos),
+        TemplateType::DNSChaos => chaos!(DNSChaos),
+        TemplateType::HTTPChaos => chaos!(HTTPChaos),
         TemplateType::StatusCheck => {
             match Api::<StatusCheck>::namespaced(c, &ns)
                 .get_opt(&name)
@@ -484,27 +495,18 @@ pub fn controller(
     use futures::{FutureExt as _, StreamExt as _};
     use kube::runtime::{watcher, Controller};
     let c = ctx.client.clone();
+    let steps = || watcher::Config::default().labels("havoc.dev/workflow");
     Controller::new(Api::<Workflow>::all(c.clone()), watcher::Config::default())
-        .owns(
-            Api::<PodChaos>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/workflow"),
-        )
-        .owns(
-            Api::<NetworkChaos>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/workflow"),
-        )
-        .owns(
-            Api::<StressChaos>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/workflow"),
-        )
-        .owns(
-            Api::<StatusCheck>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/workflow"),
-        )
-        .owns(
-            Api::<Pod>::all(c.clone()),
-            watcher::Config::default().labels("havoc.dev/workflow"),
-        )
+        .owns(Api::<PodChaos>::all(c.clone()), steps())
+        .owns(Api::<NetworkChaos>::all(c.clone()), steps())
+        .owns(Api::<StressChaos>::all(c.clone()), steps())
+        .owns(Api::<IOChaos>::all(c.clone()), steps())
+        .owns(Api::<TimeChaos>::all(c.clone()), steps())
+        .owns(Api::<SyscallChaos>::all(c.clone()), steps())
+        .owns(Api::<DNSChaos>::all(c.clone()), steps())
+        .owns(Api::<HTTPChaos>::all(c.clone()), steps())
+        .owns(Api::<StatusCheck>::all(c.clone()), steps())
+        .owns(Api::<Pod>::all(c.clone()), steps())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

@@ -1,4 +1,5 @@
-//! Chaos Mesh manifests converted by `havoc convert` are accepted by a real API server with
+//! Chaos Mesh manifests (chaos objects, Schedules and Workflows) converted by `havoc convert` are
+//! accepted by a real API server with
 //! Havoc's CRDs (`kubectl apply --dry-run=server`: the schema, its patterns and the CEL rules),
 //! and the object the server would store means what the converter wrote (its spec reads back
 //! equal after the server's defaulting).
@@ -107,6 +108,125 @@ const MANIFESTS: &[(&str, &str)] = &[
     ("http-response-replace-patch", "kind: HTTPChaos\nspec:\n  mode: one\n  selector: {}\n  target: Response\n  port: 8080\n  code: 200\n  response_headers: {Content-Type: application/json}\n  replace: {code: 503, body: eyJvayI6ZmFsc2V9, headers: {Retry-After: \"5\"}}\n  patch: {body: {type: JSON, value: '{\"degraded\": true}'}, headers: [[Set-Cookie, a=1], [Set-Cookie, b=2]]}\n"),
 ];
 
+/// Chaos Mesh Schedules and Workflows (Chaos Mesh's documented shapes) embedding every chaos
+/// kind both have.
+const PROGRAMS: &[(&str, &str)] = &[
+    (
+        "schedule-pod-kill",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-pod-kill, namespace: default}
+spec:
+  schedule: "@every 30s"
+  concurrencyPolicy: Forbid
+  historyLimit: 5
+  startingDeadlineSeconds: 10
+  type: PodChaos
+  podChaos: {action: pod-kill, mode: one, selector: {labelSelectors: {app: web}}}
+"#,
+    ),
+    (
+        "schedule-io",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-io, namespace: default}
+spec:
+  schedule: "5 * * * *"
+  type: IOChaos
+  ioChaos: {action: latency, mode: one, selector: {labelSelectors: {app: db}}, volumePath: /var/lib/db, path: /var/lib/db/**/*, delay: 100ms, percent: 50, duration: 30s}
+"#,
+    ),
+    (
+        "schedule-time",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-time, namespace: default}
+spec:
+  schedule: "0 */2 * * *"
+  concurrencyPolicy: Allow
+  type: TimeChaos
+  timeChaos: {mode: all, selector: {}, timeOffset: -10m, duration: 1m}
+"#,
+    ),
+    (
+        "schedule-dns",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-dns, namespace: default}
+spec:
+  schedule: "@hourly"
+  type: DNSChaos
+  dnsChaos: {action: error, mode: all, selector: {}, patterns: [google.com], duration: 90s}
+"#,
+    ),
+    (
+        "schedule-http",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-http, namespace: default}
+spec:
+  schedule: "*/10 * * * * *"
+  type: HTTPChaos
+  httpChaos: {mode: one, selector: {labelSelectors: {app: api}}, target: Request, port: 8080, method: GET, path: /api/*, abort: true, duration: 5s}
+"#,
+    ),
+    (
+        "schedule-workflow",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-workflow, namespace: default}
+spec:
+  schedule: "@daily"
+  type: Workflow
+  workflow:
+    entry: main
+    templates:
+      - {name: main, templateType: Serial, children: [delay, pause]}
+      - name: delay
+        templateType: NetworkChaos
+        deadline: 1m
+        networkChaos: {action: delay, mode: all, selector: {labelSelectors: {app: web}}, delay: {latency: 90ms}}
+      - {name: pause, templateType: Suspend, deadline: 30s}
+"#,
+    ),
+    (
+        "workflow-every-kind",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Workflow
+metadata: {name: workflow-every-kind, namespace: default}
+spec:
+  entry: main
+  templates:
+    - {name: main, templateType: Serial, children: [check, faults, probe]}
+    - name: check
+      templateType: StatusCheck
+      deadline: 20s
+      abortWithStatusCheck: true
+      statusCheck:
+        mode: Continuous
+        type: HTTP
+        intervalSeconds: 2
+        failureThreshold: 2
+        http: {url: "http://web.default.svc:8080/healthz", method: GET, criteria: {statusCode: "200"}}
+    - {name: faults, templateType: Parallel, children: [kill, loss, cpu, io, skew, dns, http]}
+    - {name: kill, templateType: PodChaos, podChaos: {action: pod-kill, mode: one, selector: {labelSelectors: {app: web}}}}
+    - {name: loss, templateType: NetworkChaos, deadline: 30s, networkChaos: {action: loss, mode: all, selector: {}, loss: {loss: "20"}}}
+    - {name: cpu, templateType: StressChaos, deadline: 30s, stressChaos: {mode: one, selector: {}, stressors: {cpu: {workers: 1, load: 50}}}}
+    - {name: io, templateType: IOChaos, deadline: 30s, ioChaos: {action: fault, mode: one, selector: {}, volumePath: /data, errno: 5, percent: 10}}
+    - {name: skew, templateType: TimeChaos, timeChaos: {mode: one, selector: {}, timeOffset: 1h, duration: 20s}}
+    - {name: dns, templateType: DNSChaos, deadline: 30s, dnsChaos: {action: random, mode: all, selector: {}}}
+    - {name: http, templateType: HTTPChaos, deadline: 30s, httpChaos: {mode: all, selector: {}, target: Response, port: 80, code: 200, replace: {code: 503}}}
+    - name: probe
+      templateType: Task
+      deadline: 1m
+      task: {container: {name: probe, image: busybox:1.36, command: [sh, -c, "echo ok"]}}
+      conditionalBranches:
+        - {target: pause, expression: 'exitCode == 0 && stdout == "ok"'}
+    - {name: pause, templateType: Suspend, deadline: 5s}
+"#,
+    ),
+];
+
 #[tokio::test]
 async fn converted_chaos_mesh_manifests_are_accepted_by_the_api_server() {
     let Some(path) = kubeconfig() else { return };
@@ -195,6 +315,70 @@ async fn converted_chaos_mesh_manifests_are_accepted_by_the_api_server() {
             "{name}: the stored object means something else\n{converted}\n{back}"
         );
         eprintln!("{name}: accepted");
+    }
+
+    // Chaos Mesh Schedule and Workflow manifests: converted (with the chaos they embed, of every
+    // kind Havoc has) and accepted; the stored object reads back as the same spec.
+    for (name, src) in PROGRAMS {
+        let converted = havoc_k8s::convert(src)
+            .unwrap_or_else(|e| panic!("{name}: does not convert:\n{}", e.render(name)));
+        let stored = dry_run(&kubectl, &path, &converted).unwrap_or_else(|e| {
+            panic!("{name}: the API server refused the converted manifest: {e}\n{converted}")
+        });
+        let ours: serde_json::Value =
+            serde_yaml_ng::from_str(converted.trim_start_matches("---\n")).expect("yaml");
+        match stored["kind"].as_str() {
+            Some("Schedule") => {
+                let a: havoc_k8s::schedule_crd::Schedule =
+                    serde_json::from_value(ours).expect("ours is a Schedule");
+                let b: havoc_k8s::schedule_crd::Schedule =
+                    serde_json::from_value(stored.clone()).expect("the stored Schedule reads back");
+                assert_eq!(
+                    a.spec, b.spec,
+                    "{name}: the stored Schedule means something else"
+                );
+                b.spec
+                    .plan(&havoc_spec::FieldPath::root().key("spec"))
+                    .unwrap_or_else(|e| panic!("{name}: the operator refuses it: {e}"));
+            }
+            Some("Workflow") => {
+                let a: havoc_k8s::workflow_crd::Workflow =
+                    serde_json::from_value(ours).expect("ours is a Workflow");
+                let b: havoc_k8s::workflow_crd::Workflow =
+                    serde_json::from_value(stored.clone()).expect("the stored Workflow reads back");
+                assert_eq!(
+                    a.spec, b.spec,
+                    "{name}: the stored Workflow means something else"
+                );
+                b.spec
+                    .to_spec(&havoc_spec::FieldPath::root().key("spec"))
+                    .unwrap_or_else(|e| panic!("{name}: the operator refuses it: {e}"));
+            }
+            k => panic!("{name}: stored kind {k:?}"),
+        }
+        eprintln!("{name}: accepted");
+    }
+    // SyscallChaos is Havoc's own: a havoc.dev Schedule of it is accepted as written, and the
+    // server's rule refuses a type without its spec.
+    let syscall = "apiVersion: havoc.dev/v1alpha1\nkind: Schedule\nmetadata: {name: syscall-every-hour, namespace: default}\nspec:\n  schedule: \"@hourly\"\n  type: SyscallChaos\n  syscallChaos: {mode: one, selector: {labelSelectors: {app: web}}, syscalls: [openat], errno: EACCES, percent: \"50\", duration: 5m}\n";
+    dry_run(&kubectl, &path, syscall).unwrap_or_else(|e| panic!("syscall schedule: {e}"));
+    for ty in [
+        "IOChaos",
+        "TimeChaos",
+        "SyscallChaos",
+        "DNSChaos",
+        "HTTPChaos",
+    ] {
+        let field = match ty {
+            "IOChaos" => "ioChaos",
+            "DNSChaos" => "dnsChaos",
+            "HTTPChaos" => "httpChaos",
+            "TimeChaos" => "timeChaos",
+            _ => "syscallChaos",
+        };
+        let yaml = format!("apiVersion: havoc.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: no-spec, namespace: default}}\nspec:\n  schedule: \"@hourly\"\n  type: {ty}\n");
+        let e = dry_run(&kubectl, &path, &yaml).expect_err("a type without its spec");
+        assert!(e.contains(&format!("type {ty} needs {field}")), "{e}");
     }
 
     // The server's CEL rules catch what the converter would refuse too (same message).

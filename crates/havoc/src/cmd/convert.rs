@@ -1,5 +1,6 @@
 //! `havoc convert FILE`: Chaos Mesh manifests (`chaos-mesh.org/v1alpha1` PodChaos, NetworkChaos,
-//! StressChaos) to `havoc.dev/v1alpha1`, on stdout. Fields Havoc does not support are errors.
+//! StressChaos, TimeChaos, IOChaos, DNSChaos, HTTPChaos, and Schedule and Workflow with the chaos
+//! they embed) to `havoc.dev/v1alpha1`, on stdout. Fields Havoc does not support are errors.
 
 use std::path::PathBuf;
 
