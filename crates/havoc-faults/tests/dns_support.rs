@@ -478,7 +478,7 @@ impl TcpDnsClient {
         let _ = self.sock.shutdown(std::net::Shutdown::Write);
         let _ = self.sock.set_read_timeout(Some(timeout));
         let mut rest = Vec::new();
-        matches!(self.sock.read_to_end(&mut rest), Ok(_)) && rest.is_empty() && self.buf.is_empty()
+        self.sock.read_to_end(&mut rest).is_ok() && rest.is_empty() && self.buf.is_empty()
     }
 }
 
