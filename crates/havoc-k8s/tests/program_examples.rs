@@ -39,8 +39,8 @@ fn workflow_and_schedule_examples_are_valid_and_convert_from_chaos_mesh() {
             "apiVersion: havoc.dev/v1alpha1",
             "apiVersion: chaos-mesh.org/v1alpha1",
         );
-        let converted = havoc_k8s::convert(&chaos_mesh)
-            .unwrap_or_else(|e| panic!("{}", e.render(&name)));
+        let converted =
+            havoc_k8s::convert(&chaos_mesh).unwrap_or_else(|e| panic!("{}", e.render(&name)));
         let converted = converted.trim_start_matches("---\n");
         let (spec, kind) = if text.contains("\nkind: Schedule\n") {
             let s: Schedule = serde_yaml_ng::from_str(&text)
@@ -49,7 +49,10 @@ fn workflow_and_schedule_examples_are_valid_and_convert_from_chaos_mesh() {
                 .plan(&sp)
                 .unwrap_or_else(|e| panic!("{name}: the operator refuses it: {e}"));
             let c: Schedule = serde_yaml_ng::from_str(converted).expect("converted Schedule");
-            assert_eq!(c.spec, s.spec, "{name}: the conversion differs:\n{converted}");
+            assert_eq!(
+                c.spec, s.spec,
+                "{name}: the conversion differs:\n{converted}"
+            );
             shapes.push(format!("schedule of {}", s.spec.type_.name()));
             (s.spec.workflow.clone(), s.spec.type_)
         } else {
@@ -59,14 +62,19 @@ fn workflow_and_schedule_examples_are_valid_and_convert_from_chaos_mesh() {
                 .to_spec(&sp)
                 .unwrap_or_else(|e| panic!("{name}: the operator refuses it: {e}"));
             let c: Workflow = serde_yaml_ng::from_str(converted).expect("converted Workflow");
-            assert_eq!(c.spec, w.spec, "{name}: the conversion differs:\n{converted}");
+            assert_eq!(
+                c.spec, w.spec,
+                "{name}: the conversion differs:\n{converted}"
+            );
             (Some(w.spec), ScheduleType::Workflow)
         };
         if let Some(w) = spec {
             let ty = types(&w);
             let entry = w.template(&w.entry).expect("entry").template_type;
             if ty.contains(&TemplateType::Task)
-                && w.templates.iter().any(|t| !t.conditional_branches.is_empty())
+                && w.templates
+                    .iter()
+                    .any(|t| !t.conditional_branches.is_empty())
             {
                 shapes.push("custom-task".into());
             } else if ty.contains(&TemplateType::StatusCheck) {
