@@ -74,6 +74,12 @@ pub fn run_experiment(
         anyhow::bail!("havoc run needs root (it signals other users' processes and changes cgroups and network settings): use sudo, or --dry-run to only see the plan");
     }
     if !dry_run {
+        // Work a fault can do before its targets are known (an eBPF classifier loaded and
+        // verified on a background thread) starts now, beside the stale-journal sweep and the
+        // plan, not after them: it is most of a network fault's time to take effect.
+        for f in &exp.spec.faults {
+            havoc_faults::build(&f.spec).prepare();
+        }
         super::recover_stale(state_dir)?;
     }
     let seed = seed.or(exp.spec.seed).unwrap_or_else(rand::random);
