@@ -8,6 +8,7 @@
 //! optional lease (so a rule whose holder stops renewing it becomes inert by itself).
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuValues};
@@ -483,16 +484,25 @@ fn load_verified() -> Result<Loaded, BpfError> {
 }
 
 /// The process's one object loader. `EbpfLoader::new()` parses the kernel's BTF
-/// (`/sys/kernel/btf/vmlinux`, 5.5 MB: 10-30 ms, more than the verifier now takes) for CO-RE
-/// relocations, which `rules.bpf.c` does not use: done once per process and then dropped
-/// (`btf(None)`). The object's own BTF, which the kernel needs for the global function, is still
-/// loaded with it.
+/// (`/sys/kernel/btf/vmlinux`, 5.5 MB: ~21 ms, more than the verifier now takes) for CO-RE
+/// relocations, which `rules.bpf.c` does not use, and aya has no constructor without it: the
+/// loader is made on a thread that sees an empty `/sys/kernel/btf`
+/// ([`havoc_sys::mount::run_with_dir_hidden`]), so the parse fails at once; where that thread
+/// cannot be set up, the BTF is parsed and dropped (`btf(None)`). The object's own BTF, which the
+/// kernel needs for the global function, is still loaded with it.
 fn loader() -> std::sync::MutexGuard<'static, EbpfLoader<'static>> {
     static LOADER: std::sync::OnceLock<std::sync::Mutex<EbpfLoader<'static>>> =
         std::sync::OnceLock::new();
     LOADER
         .get_or_init(|| {
-            let mut loader = EbpfLoader::new();
+            let mut loader =
+                havoc_sys::mount::run_with_dir_hidden(Path::new("/sys/kernel/btf"), || {
+                    EbpfLoader::new()
+                })
+                .unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "parsing the kernel BTF aya asks for");
+                    EbpfLoader::new()
+                });
             loader.btf(None);
             std::sync::Mutex::new(loader)
         })
