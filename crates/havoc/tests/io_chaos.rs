@@ -59,7 +59,7 @@ fn wrong_io_specs_name_the_field_and_position() {
     ];
     for (extra, want) in cases {
         let src = format!(
-            "apiVersion: chaos-mesh.org/v1alpha1\nkind: IOChaos\nmetadata: {{name: bad}}\nspec:\n  action: latency\n  selector: {{pids: [1]}}\n  volumePath: /data\n  duration: 10s\n{extra}"
+            "apiVersion: havoc.dev/v1alpha1\nkind: IOChaos\nmetadata: {{name: bad}}\nspec:\n  action: latency\n  selector: {{pids: [1]}}\n  volumePath: /data\n  duration: 10s\n{extra}"
         );
         let p = write(dir.path(), "bad.yaml", &src);
         let out = run_havoc(dir.path(), &["validate", p.to_str().expect("path")]);
