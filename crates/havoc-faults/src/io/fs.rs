@@ -4,9 +4,20 @@
 //!
 //! Inodes are mapped to paths relative to the volume (needed for the `path` glob anyway); every
 //! system call is relative to the original directory's descriptor, never through the mount.
-//! Files are opened with `FOPEN_DIRECT_IO`, so each read and write of the application is one
-//! request here and every one of them meets the rule (no page cache hides reads from the fault);
-//! shared mmap keeps working through `FUSE_DIRECT_IO_ALLOW_MMAP`.
+//!
+//! Caching is decided per path, from what the rule can ever match there (its `path` glob and
+//! `methods`, whatever `percent` draws; the rule never changes during an injection):
+//! - a file whose reads or writes the rule can match is opened with `FOPEN_DIRECT_IO`, so each
+//!   read and write of the application is one request here and every one of them meets the rule
+//!   (no page cache hides reads from the fault); shared mmap keeps working through
+//!   `FUSE_DIRECT_IO_ALLOW_MMAP`. Any other file uses the page cache, kept across opens
+//!   (`FOPEN_KEEP_CACHE`) only while the real file is unchanged since this file system last
+//!   saw it (size, mtime, ctime: close-to-open consistency, as NFS), else dropped at open.
+//!   Writes are always write-through (no writeback cache): every write lands in the real file
+//!   before it returns, so the lazily unmounted directory holds all of them at recovery.
+//! - entries and attributes of a path whose lookup or getattr the rule can match are never
+//!   cached (TTL 0: every stat reaches the rule); others are cached for [`CACHE_TTL`]. A rename
+//!   onto a matching path may leave the old entry cached for at most that long.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -44,8 +55,39 @@ struct Inodes {
 }
 
 enum Handle {
-    File(Arc<OwnedFd>),
+    File(Arc<OpenFile>),
     Dir(Vec<(u64, FileType, Vec<u8>)>),
+}
+
+/// A file opened through the mount.
+struct OpenFile {
+    fd: OwnedFd,
+    /// The node it was opened as.
+    ino: u64,
+    /// Opened without `FOPEN_DIRECT_IO`: its data goes through the kernel's page cache.
+    cached: bool,
+    /// Written through this handle (the page cache then holds the new data).
+    wrote: std::sync::atomic::AtomicBool,
+}
+
+/// What the kernel's page cache of a node was last known to reflect of the real file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(st: &rustix::fs::Stat) -> Self {
+        Stamp {
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+        }
+    }
 }
 
 /// State shared between the FUSE worker threads and the injection.
@@ -59,8 +101,9 @@ pub struct Shared {
 pub struct PassFs {
     root: OwnedFd,
     shared: Arc<Shared>,
-    ttl: Duration,
     inodes: Mutex<Inodes>,
+    /// Node -> the real file as its page cache reflects it (cached files only).
+    stamps: Mutex<HashMap<u64, Stamp>>,
     handles: RwLock<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     own_uid: u32,
@@ -134,11 +177,6 @@ fn at(rel: &str) -> &str {
 
 impl PassFs {
     pub fn new(root: OwnedFd, shared: Arc<Shared>) -> Self {
-        let ttl = if shared.rule.attrs_cacheable() {
-            CACHE_TTL
-        } else {
-            Duration::ZERO
-        };
         let mut inodes = Inodes {
             next: 2,
             ..Default::default()
@@ -153,8 +191,8 @@ impl PassFs {
         PassFs {
             root,
             shared,
-            ttl,
             inodes: Mutex::new(inodes),
+            stamps: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             own_uid: rustix::process::geteuid().as_raw(),
@@ -168,6 +206,36 @@ impl PassFs {
             .nodes
             .get(&ino.0)
             .map(|n| n.rel.clone())
+    }
+
+    /// How long the kernel may keep the entry and attributes of `rel` replied after `d`.
+    fn ttl(&self, rel: &str, d: Decision) -> Duration {
+        if d == Decision::Pass && self.shared.rule.attrs_cacheable(rel) {
+            CACHE_TTL
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The open flags for a new handle on node `ino` at `rel`, and whether it is cached:
+    /// direct I/O where the rule can match its data, else the page cache, kept only if the
+    /// real file is unchanged since that cache was filled.
+    fn open_mode(&self, ino: u64, rel: &str, fd: &OwnedFd) -> (FopenFlags, bool) {
+        if !self.shared.rule.data_cacheable(rel) {
+            return (FopenFlags::FOPEN_DIRECT_IO, false);
+        }
+        let Ok(st) = rustix::fs::fstat(fd) else {
+            return (FopenFlags::FOPEN_DIRECT_IO, false);
+        };
+        let now = Stamp::of(&st);
+        let mut stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if stamps.get(&ino) == Some(&now) {
+            (FopenFlags::FOPEN_KEEP_CACHE, true)
+        } else {
+            // Without KEEP_CACHE the kernel drops the node's cached pages at this open.
+            stamps.insert(ino, now);
+            (FopenFlags::empty(), true)
+        }
     }
 
     fn decide(&self, m: IoMethod, rel: &str) -> Decision {
@@ -276,7 +344,7 @@ impl PassFs {
             Ok(st) => {
                 let id = self.remember(rel, &st);
                 let attr = self.finish_attr(d, attr_of(&st, id));
-                reply.entry(&self.ttl, &attr, Generation(0));
+                reply.entry(&self.ttl(rel, d), &attr, Generation(0));
             }
             Err(e) => reply.error(e),
         }
@@ -295,7 +363,7 @@ impl PassFs {
         }
     }
 
-    fn file(&self, fh: FileHandle) -> Option<Arc<OwnedFd>> {
+    fn file(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
         match self
             .handles
             .read()
@@ -399,6 +467,12 @@ impl Filesystem for PassFs {
         if gone {
             inodes.nodes.remove(&ino.0);
             inodes.by_key.retain(|_, v| *v != ino.0);
+            drop(inodes);
+            // The kernel evicted the node, and its page cache with it.
+            self.stamps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ino.0);
         }
     }
 
@@ -407,11 +481,14 @@ impl Filesystem for PassFs {
         let d = self.decide(IoMethod::Getattr, &rel);
         fail_if!(d, reply);
         let st = match fh.and_then(|fh| self.file(fh)) {
-            Some(f) => rustix::fs::fstat(&*f).map_err(errno),
+            Some(f) => rustix::fs::fstat(&f.fd).map_err(errno),
             None => self.stat(&rel),
         };
         match st {
-            Ok(st) => reply.attr(&self.ttl, &self.finish_attr(d, attr_of(&st, ino.0))),
+            Ok(st) => reply.attr(
+                &self.ttl(&rel, d),
+                &self.finish_attr(d, attr_of(&st, ino.0)),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -459,7 +536,7 @@ impl Filesystem for PassFs {
             }
             if let Some(len) = size {
                 match fh.and_then(|fh| self.file(fh)) {
-                    Some(f) => rustix::fs::ftruncate(&*f, len).map_err(errno)?,
+                    Some(f) => rustix::fs::ftruncate(&f.fd, len).map_err(errno)?,
                     None => {
                         let f = rustix::fs::openat(
                             &self.root,
@@ -503,7 +580,10 @@ impl Filesystem for PassFs {
             return reply.error(e);
         }
         match self.stat(&rel) {
-            Ok(st) => reply.attr(&self.ttl, &self.finish_attr(d, attr_of(&st, ino.0))),
+            Ok(st) => reply.attr(
+                &self.ttl(&rel, d),
+                &self.finish_attr(d, attr_of(&st, ino.0)),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -680,8 +760,14 @@ impl Filesystem for PassFs {
                 if flags.0 & libc_o_trunc() != 0 {
                     let _ = rustix::fs::ftruncate(&fd, 0);
                 }
-                let fh = self.add_handle(Handle::File(Arc::new(fd)));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                let (fopen, cached) = self.open_mode(ino.0, &rel, &fd);
+                let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+                    fd,
+                    ino: ino.0,
+                    cached,
+                    wrote: Default::default(),
+                })));
+                reply.opened(FileHandle(fh), fopen)
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -707,7 +793,7 @@ impl Filesystem for PassFs {
         let mut buf = vec![0u8; size as usize];
         let mut got = 0usize;
         while got < buf.len() {
-            match rustix::io::pread(&*f, &mut buf[got..], offset + got as u64) {
+            match rustix::io::pread(&f.fd, &mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -749,9 +835,10 @@ impl Filesystem for PassFs {
         } else {
             data
         };
+        f.wrote.store(true, Ordering::Relaxed);
         let mut done = 0usize;
         while done < data.len() {
-            match rustix::io::pwrite(&*f, &data[done..], offset + done as u64) {
+            match rustix::io::pwrite(&f.fd, &data[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -787,6 +874,18 @@ impl Filesystem for PassFs {
         reply: ReplyEmpty,
     ) {
         // Never failed: the handle must be freed whatever the rule says.
+        if let Some(f) = self.file(fh) {
+            if f.cached && f.wrote.load(Ordering::Relaxed) {
+                // Its writes went through the page cache to the real file: the cache reflects
+                // the file as it is now.
+                if let Ok(st) = rustix::fs::fstat(&f.fd) {
+                    self.stamps
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(f.ino, Stamp::of(&st));
+                }
+            }
+        }
         self.drop_handle(fh);
         reply.ok();
     }
@@ -806,9 +905,9 @@ impl Filesystem for PassFs {
             return reply.error(Errno::EBADF);
         };
         let r = if datasync {
-            rustix::fs::fdatasync(&*f)
+            rustix::fs::fdatasync(&f.fd)
         } else {
-            rustix::fs::fsync(&*f)
+            rustix::fs::fsync(&f.fd)
         };
         match r {
             Ok(()) => reply.ok(),
@@ -970,13 +1069,19 @@ impl Filesystem for PassFs {
         };
         let id = self.remember(&rel, &st);
         let attr = self.finish_attr(d, attr_of(&st, id));
-        let fh = self.add_handle(Handle::File(Arc::new(fd)));
+        let (fopen, cached) = self.open_mode(id, &rel, &fd);
+        let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+            fd,
+            ino: id,
+            cached,
+            wrote: Default::default(),
+        })));
         reply.created(
-            &self.ttl,
+            &self.ttl(&rel, d),
             &attr,
             Generation(0),
             FileHandle(fh),
-            FopenFlags::FOPEN_DIRECT_IO,
+            fopen,
         );
     }
 
@@ -997,7 +1102,7 @@ impl Filesystem for PassFs {
             return reply.error(Errno::EBADF);
         };
         match rustix::fs::fallocate(
-            &*f,
+            &f.fd,
             rustix::fs::FallocateFlags::from_bits_retain(mode as u32),
             offset,
             length,

@@ -111,12 +111,22 @@ impl Rule {
         }
     }
 
-    /// Whether attributes may be cached by the kernel: not when an operation returning or
-    /// reading attributes could be affected (every stat must then reach the rule).
-    pub fn attrs_cacheable(&self) -> bool {
-        ![IoMethod::Lookup, IoMethod::Getattr]
-            .iter()
-            .any(|m| self.covers(*m))
+    /// Whether `method` on the file at `rel` can ever be affected (whatever `percent` draws):
+    /// what decides if the kernel may cache it. The rule never changes during an injection.
+    pub fn can_match(&self, method: IoMethod, rel: &str) -> bool {
+        self.covers(method) && self.glob.as_ref().is_none_or(|g| g.matches(rel))
+    }
+
+    /// Whether the kernel may cache the entry and attributes of `rel`: not when a lookup or
+    /// getattr of it could be affected (every stat must then reach the rule).
+    pub fn attrs_cacheable(&self, rel: &str) -> bool {
+        !self.can_match(IoMethod::Lookup, rel) && !self.can_match(IoMethod::Getattr, rel)
+    }
+
+    /// Whether the kernel may keep the data of `rel` in its page cache: not when a read or a
+    /// write of it could be affected (each one must then be a request that meets the rule).
+    pub fn data_cacheable(&self, rel: &str) -> bool {
+        !self.can_match(IoMethod::Read, rel) && !self.can_match(IoMethod::Write, rel)
     }
 
     /// Decides for one operation on the file at `rel` (relative to the volume, `""` = its root).
@@ -288,7 +298,15 @@ mod tests {
         );
         assert_eq!(r.decide(IoMethod::Write, "a/b.db", &c), Decision::Pass);
         assert_eq!(r.decide(IoMethod::Read, "a/b.txt", &c), Decision::Pass);
-        assert!(r.attrs_cacheable());
+        assert!(r.attrs_cacheable("a/b.db"));
+        assert!(!r.data_cacheable("a/b.db"));
+        assert!(r.data_cacheable("a/b.txt"));
+        let s = spec("  action: fault\n  errno: EIO\n  path: 'x/**'\n");
+        let r = Rule::new(&s, 1);
+        assert!(!r.attrs_cacheable("x/y"));
+        assert!(!r.data_cacheable("x/y"));
+        assert!(r.attrs_cacheable("z"));
+        assert!(r.data_cacheable("z"));
     }
 
     #[test]
