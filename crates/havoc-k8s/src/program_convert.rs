@@ -174,6 +174,15 @@ fn convert_workflow_spec(
             let tp = sp.key("templates").index(i);
             if let J::Object(m) = tj {
                 convert_embedded(m, tn, &tp, doc, errors);
+                // A Schedule template's `schedule` (Chaos Mesh's ChaosOnlyScheduleSpec) embeds
+                // its chaos the same way; its `startingDeadlineSeconds` may be null there.
+                if let (Some(sn), Some(J::Object(sm))) = (tn.get("schedule"), m.get_mut("schedule"))
+                {
+                    convert_embedded(sm, sn, &tp.key("schedule"), doc, errors);
+                    if sm.get("startingDeadlineSeconds") == Some(&J::Null) {
+                        sm.remove("startingDeadlineSeconds");
+                    }
+                }
                 // Chaos Mesh's task may carry volumes; Havoc's task pod has none.
                 if let Some(J::Object(task)) = m.get("task") {
                     if task.contains_key("volumes") {
@@ -288,6 +297,68 @@ mod tests {
     fn one(src: &str) -> Result<String, Vec<SpecError>> {
         let docs = havoc_spec::yaml::parse_documents(src).expect("yaml");
         convert_document(&docs[0]).expect("a Schedule or Workflow")
+    }
+
+    #[test]
+    fn a_chaos_mesh_schedule_template_converts_with_its_embedded_chaos() {
+        let out = one(r#"
+apiVersion: chaos-mesh.org/v1alpha1
+kind: Workflow
+metadata: {name: wf, namespace: chaos}
+spec:
+  entry: main
+  templates:
+    - name: main
+      templateType: Serial
+      children: [kill-often]
+    - name: kill-often
+      templateType: Schedule
+      deadline: 5m
+      schedule:
+        schedule: "@every 30s"
+        startingDeadlineSeconds: null
+        concurrencyPolicy: Forbid
+        historyLimit: 3
+        type: PodChaos
+        podChaos:
+          action: pod-kill
+          mode: one
+          selector: {labelSelectors: {app: web}}
+"#)
+        .expect("converts");
+        let w: crate::workflow_crd::Workflow = serde_yaml_ng::from_str(&out).expect("a Workflow");
+        let t = w.spec.template("kill-often").expect("template");
+        let s = t.schedule.as_ref().expect("schedule");
+        assert_eq!(s.schedule, "@every 30s");
+        assert_eq!(s.history_limit, Some(3));
+        assert_eq!(s.starting_deadline_seconds, None);
+        assert!(s.pod_chaos.is_some());
+        w.spec
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect("the operator runs it");
+        // Without a deadline the operator refuses it, at its path.
+        let e = one(
+            r#"
+apiVersion: chaos-mesh.org/v1alpha1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  entry: s
+  templates:
+    - name: s
+      templateType: Schedule
+      schedule:
+        schedule: "@every 30s"
+        type: NetworkChaos
+        networkChaos: {action: bandwidth, mode: all, selector: {}, bandwidth: {rate: 1mbps, limit: 100, buffer: 10000}}
+"#,
+        )
+        .expect_err("no deadline");
+        assert!(
+            e.iter()
+                .any(|e| e.path.to_string() == "spec.templates[0].deadline"),
+            "{e:?}"
+        );
     }
 
     #[test]

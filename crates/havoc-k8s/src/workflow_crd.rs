@@ -72,6 +72,7 @@ impl TemplateType {
         match self {
             TemplateType::Task => Some("Pod"),
             TemplateType::StatusCheck => Some("StatusCheck"),
+            TemplateType::Schedule => Some("Schedule"),
             TemplateType::PodChaos => Some("PodChaos"),
             TemplateType::NetworkChaos => Some("NetworkChaos"),
             TemplateType::StressChaos => Some("StressChaos"),
@@ -134,6 +135,72 @@ pub struct ConditionalBranch {
     pub expression: String,
 }
 
+/// The `schedule` of a Schedule template: Chaos Mesh's `ChaosOnlyScheduleSpec`, a Schedule's
+/// fields with an embedded chaos kind only (a Workflow would nest the Workflow schema in itself).
+/// The node creates a child `Schedule` object with this spec and deletes it at its deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type != 'Workflow'")
+        .message("a Schedule template embeds a chaos kind, not a Workflow"),
+)]
+pub struct ChaosOnlyScheduleSpec {
+    /// `@every 5s`, a cron pattern (5 fields, or 6 with seconds first) or `@hourly`...; UTC.
+    #[schemars(length(min = 1, max = 256))]
+    pub schedule: String,
+    #[serde(default)]
+    pub concurrency_policy: crate::schedule_crd::ConcurrencyPolicy,
+    /// Finished runs kept (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub history_limit: Option<u32>,
+    /// A start later than this after its time is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// The chaos kind created (not Workflow).
+    #[serde(rename = "type")]
+    pub type_: crate::schedule_crd::ScheduleType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_chaos: Option<PodChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_chaos: Option<NetworkChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_chaos: Option<IOChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_chaos: Option<SyscallChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_chaos: Option<DNSChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_chaos: Option<HTTPChaosSpec>,
+}
+
+impl ChaosOnlyScheduleSpec {
+    /// The spec of the child `Schedule` object.
+    pub fn to_schedule_spec(&self) -> crate::schedule_crd::ScheduleSpec {
+        crate::schedule_crd::ScheduleSpec {
+            schedule: self.schedule.clone(),
+            concurrency_policy: self.concurrency_policy,
+            history_limit: self.history_limit,
+            starting_deadline_seconds: self.starting_deadline_seconds,
+            type_: self.type_,
+            pod_chaos: self.pod_chaos.clone(),
+            network_chaos: self.network_chaos.clone(),
+            stress_chaos: self.stress_chaos.clone(),
+            io_chaos: self.io_chaos.clone(),
+            time_chaos: self.time_chaos.clone(),
+            syscall_chaos: self.syscall_chaos.clone(),
+            dns_chaos: self.dns_chaos.clone(),
+            http_chaos: self.http_chaos.clone(),
+            workflow: None,
+        }
+    }
+}
+
 /// One template of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -174,6 +241,9 @@ pub struct Template {
     pub dns_chaos: Option<DNSChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_chaos: Option<HTTPChaosSpec>,
+    /// Schedule: the schedule run by the node until its (required) deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ChaosOnlyScheduleSpec>,
 }
 
 /// Chaos as a program: serial, parallel, suspend, task, status-check and chaos steps (havoc.dev).
@@ -439,6 +509,11 @@ impl WorkflowSpec {
             p,
         );
         unused(
+            "schedule",
+            t.schedule.is_some() && ty != TemplateType::Schedule,
+            p,
+        );
+        unused(
             "abortWithStatusCheck",
             t.abort_with_status_check && ty != TemplateType::StatusCheck,
             p,
@@ -571,12 +646,50 @@ impl WorkflowSpec {
                 })
             }
             TemplateType::Schedule => {
-                p.add(
-                    &pt.key("templateType"),
-                    "Schedule templates are not run by the operator yet: make a Schedule object \
-                     whose type is Workflow instead",
-                );
-                None
+                // As in host mode: a schedule never ends by itself, so its node needs a deadline.
+                if t.deadline.is_none() {
+                    p.add(
+                        &pt.key("deadline"),
+                        "is required with templateType Schedule: the schedule runs until its \
+                         deadline, e.g. `10m`",
+                    );
+                }
+                let Some(s) = &t.schedule else {
+                    return missing("schedule", p);
+                };
+                let sp = pt.key("schedule");
+                if s.type_ == crate::schedule_crd::ScheduleType::Workflow {
+                    p.add(
+                        &sp.key("type"),
+                        "a Schedule template embeds a chaos kind (Chaos Mesh's \
+                         ChaosOnlyScheduleSpec), not a Workflow",
+                    );
+                    return None;
+                }
+                match s.to_schedule_spec().plan(&sp) {
+                    Ok(plan) => Some(TemplateKind::Schedule(Box::new(
+                        havoc_spec::schedule::ScheduleSpec {
+                            schedule: plan.schedule,
+                            schedule_text: s.schedule.clone(),
+                            concurrency_policy: plan.policy,
+                            history_limit: plan.history_limit,
+                            starting_deadline: plan.starting_deadline,
+                            target: havoc_spec::schedule::ScheduleTarget::Fault(Box::new(
+                                stand_in_fault(&t.name, None),
+                            )),
+                        },
+                    ))),
+                    Err(e) => {
+                        for line in e.0 {
+                            // `spec.templates[1].schedule.x: message`
+                            match line.split_once(": ") {
+                                Some((path, m)) => p.add(&FieldPath::parse(path), m.to_string()),
+                                None => p.add(&sp, line),
+                            }
+                        }
+                        None
+                    }
+                }
             }
             TemplateType::PodChaos => {
                 let Some(s) = &t.pod_chaos else {
@@ -1033,6 +1146,129 @@ mod tests {
             .expect_err("cycle")
             .to_string();
         assert!(e.contains("a -> b -> a"), "{e}");
+    }
+
+    fn with_schedule(deadline: Option<&str>, ty: &str) -> WorkflowSpec {
+        let mut s = serde_json::json!({"name": "s", "templateType": "Schedule",
+            "schedule": {"schedule": "@every 5s", "type": ty, "historyLimit": 2,
+                "podChaos": {"action": "pod-kill", "mode": "one",
+                    "selector": {"labelSelectors": {"app": "x"}}}}});
+        if let Some(d) = deadline {
+            s["deadline"] = d.into();
+        }
+        spec(serde_json::json!({
+            "entry": "main",
+            "templates": [
+                {"name": "main", "templateType": "Serial", "children": ["s", "after"]},
+                s,
+                {"name": "after", "templateType": "Suspend", "deadline": "1s"}
+            ]
+        }))
+    }
+
+    #[test]
+    fn a_schedule_node_runs_its_child_schedule_until_its_deadline() {
+        let k = with_schedule(Some("12s"), "PodChaos");
+        let s = k.to_spec(&FieldPath::root().key("spec")).expect("valid");
+        let mut m = Machine::replay(s.clone(), &[]);
+        assert_eq!(
+            m.advance(1_000),
+            vec![Action::Start(1)],
+            "the schedule starts"
+        );
+        assert_eq!(m.tree.nodes[1].deadline_ms, Some(13_000));
+        // A schedule never finishes by itself: nothing happens before the deadline.
+        assert!(m.advance(12_999).is_empty());
+        assert_eq!(m.tree.nodes[1].phase, NodePhase::Running);
+        let a = m.advance(13_000);
+        assert_eq!(
+            a,
+            vec![Action::Stop(1, wf::StopCause::Deadline)],
+            "the deadline stops it (its child is deleted)"
+        );
+        // Its child is gone: the node ends as a deadline (done), the next step starts.
+        m.work_finished(1, WorkOutcome::Succeeded, 13_400);
+        m.advance(13_400);
+        assert_eq!(m.tree.nodes[1].phase, NodePhase::DeadlineExceeded);
+        assert_eq!(m.tree.nodes[2].template, "after");
+        let r = Machine::replay(s, &m.journal);
+        assert_eq!(r.tree.nodes, m.tree.nodes);
+        let nodes = r.nodes(&k, "wf");
+        assert_eq!(nodes[1].child.as_deref(), Some("Schedule/wf-1-s"));
+        assert_eq!(nodes[1].template_type, TemplateType::Schedule);
+        // The child's spec is the template's, with no workflow.
+        let cs = k.templates[1]
+            .schedule
+            .as_ref()
+            .expect("schedule")
+            .to_schedule_spec();
+        assert_eq!(cs.schedule, "@every 5s");
+        assert_eq!(cs.history_limit, Some(2));
+        assert!(cs.pod_chaos.is_some() && cs.workflow.is_none());
+        cs.plan(&FieldPath::root())
+            .expect("the child Schedule is valid");
+    }
+
+    #[test]
+    fn an_aborted_schedule_node_stops_its_child() {
+        let s = with_schedule(Some("1h"), "PodChaos")
+            .to_spec(&FieldPath::root())
+            .expect("valid");
+        let mut m = Machine::replay(s.clone(), &[]);
+        m.advance(0);
+        m.abort("asked", 500);
+        let a = m.advance(500);
+        assert!(
+            matches!(a.as_slice(), [Action::Stop(1, _)]),
+            "the running schedule is stopped: {a:?}"
+        );
+        m.work_finished(1, WorkOutcome::Succeeded, 600);
+        m.advance(600);
+        assert_eq!(m.tree.nodes[1].phase, NodePhase::Aborted);
+        assert_eq!(m.phase(), WorkflowPhase::Aborted);
+        assert_eq!(Machine::replay(s, &m.journal).tree.nodes, m.tree.nodes);
+    }
+
+    #[test]
+    fn schedule_templates_are_checked() {
+        let e = with_schedule(None, "PodChaos")
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect_err("no deadline")
+            .to_string();
+        assert!(
+            e.contains("spec.templates[1].deadline: is required with templateType Schedule"),
+            "{e}"
+        );
+        let e = with_schedule(Some("1m"), "Workflow")
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect_err("a nested workflow")
+            .to_string();
+        assert!(e.contains("spec.templates[1].schedule.type"), "{e}");
+        let e = with_schedule(Some("1m"), "NetworkChaos")
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect_err("kind mismatch")
+            .to_string();
+        assert!(
+            e.contains("spec.templates[1].schedule.networkChaos: is required with type"),
+            "{e}"
+        );
+        let mut bad = with_schedule(Some("1m"), "PodChaos");
+        bad.templates[1].schedule.as_mut().expect("s").schedule = "61 * * * *".into();
+        let e = bad
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect_err("bad cron")
+            .to_string();
+        assert!(e.contains("spec.templates[1].schedule.schedule"), "{e}");
+        let mut stray = with_schedule(Some("1m"), "PodChaos");
+        stray.templates[2].schedule = stray.templates[1].schedule.clone();
+        let e = stray
+            .to_spec(&FieldPath::root().key("spec"))
+            .expect_err("schedule on a suspend")
+            .to_string();
+        assert!(
+            e.contains("spec.templates[2].schedule: does not apply to templateType Suspend"),
+            "{e}"
+        );
     }
 
     #[test]

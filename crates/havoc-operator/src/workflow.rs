@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use havoc_k8s::schedule_crd::Schedule;
 use havoc_k8s::status::Phase;
 use havoc_k8s::statuscheck_crd::{StatusCheck, FAILURE_THRESHOLD_EXCEED};
 use havoc_k8s::workflow_crd::{
@@ -140,10 +141,17 @@ async fn start_node(
                 .await
                 .map(|_| ())
         }
-        TemplateType::Serial
-        | TemplateType::Parallel
-        | TemplateType::Suspend
-        | TemplateType::Schedule => return Ok(()),
+        TemplateType::Schedule => {
+            // Runs until the node's deadline (required): the Schedule controller makes its runs.
+            let spec = t.schedule.as_ref().ok_or("no schedule")?.to_schedule_spec();
+            let mut o = Schedule::new(&name, spec);
+            o.metadata = meta;
+            Api::<Schedule>::namespaced(c, &ns)
+                .create(&pp, &o)
+                .await
+                .map(|_| ())
+        }
+        TemplateType::Serial | TemplateType::Parallel | TemplateType::Suspend => return Ok(()),
     };
     match r {
         Ok(()) => Ok(()),
@@ -182,6 +190,12 @@ async fn stop_node(ctx: &Context, w: &Workflow, t: &Template, i: usize) -> Resul
         TemplateType::HTTPChaos => delete!(HTTPChaos),
         TemplateType::StatusCheck => Api::<StatusCheck>::namespaced(c, &ns)
             .delete(&name, &dp)
+            .await
+            .map(|_| ()),
+        // Foreground: the Schedule is gone only once its runs are (each run's own finalizer
+        // recovers its faults), so the node ends after its chaos is recovered.
+        TemplateType::Schedule => Api::<Schedule>::namespaced(c, &ns)
+            .delete(&name, &DeleteParams::foreground())
             .await
             .map(|_| ()),
         TemplateType::Task => Api::<Pod>::namespaced(c, &ns)
@@ -281,6 +295,22 @@ async fn observe_node(
                     )),
                     None => None,
                 },
+            }
+        }
+        // A schedule never ends by itself: its node's deadline stops it (the tree asks for the
+        // stop); until the object is gone the node keeps running.
+        TemplateType::Schedule => {
+            match Api::<Schedule>::namespaced(c, &ns)
+                .get_opt(&name)
+                .await
+                .map_err(kube_err(what))?
+            {
+                None => gone(stopping),
+                Some(_) if stopping => {
+                    stop_node(ctx, w, t, i).await?;
+                    None
+                }
+                Some(_) => None,
             }
         }
         TemplateType::Task => {
@@ -506,6 +536,7 @@ pub fn controller(
         .owns(Api::<DNSChaos>::all(c.clone()), steps())
         .owns(Api::<HTTPChaos>::all(c.clone()), steps())
         .owns(Api::<StatusCheck>::all(c.clone()), steps())
+        .owns(Api::<Schedule>::all(c.clone()), steps())
         .owns(Api::<Pod>::all(c.clone()), steps())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
