@@ -225,6 +225,56 @@ spec:
     - {name: pause, templateType: Suspend, deadline: 5s}
 "#,
     ),
+    (
+        "workflow-schedule-template",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Workflow
+metadata: {name: workflow-schedule-template, namespace: default}
+spec:
+  entry: main
+  templates:
+    - {name: main, templateType: Serial, children: [kill-often, lossy]}
+    - name: kill-often
+      templateType: Schedule
+      deadline: 5m
+      schedule:
+        schedule: "*/30 * * * * *"
+        startingDeadlineSeconds: null
+        concurrencyPolicy: Forbid
+        historyLimit: 3
+        type: PodChaos
+        podChaos: {action: pod-kill, mode: one, selector: {labelSelectors: {app: web}}}
+    - name: lossy
+      templateType: Schedule
+      deadline: 10m
+      schedule:
+        schedule: "@every 2m"
+        startingDeadlineSeconds: 30
+        concurrencyPolicy: Allow
+        type: NetworkChaos
+        networkChaos: {action: loss, mode: all, selector: {}, loss: {loss: "20"}, duration: 30s}
+"#,
+    ),
+    (
+        "schedule-of-a-workflow-with-a-schedule-template",
+        r#"apiVersion: chaos-mesh.org/v1alpha1
+kind: Schedule
+metadata: {name: schedule-of-a-workflow-with-a-schedule-template, namespace: default}
+spec:
+  schedule: "@daily"
+  type: Workflow
+  workflow:
+    entry: hour
+    templates:
+      - name: hour
+        templateType: Schedule
+        deadline: 1h
+        schedule:
+          schedule: "@every 10m"
+          type: StressChaos
+          stressChaos: {mode: one, selector: {}, stressors: {cpu: {workers: 1, load: 50}}, duration: 1m}
+"#,
+    ),
 ];
 
 #[tokio::test]
