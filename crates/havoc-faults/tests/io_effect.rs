@@ -423,3 +423,92 @@ fn files_already_open_are_named_and_unaffected() {
     assert_eq!(s, "abc");
     inj.recover().expect("recover");
 }
+
+/// Reads `p` to the end with 1 MiB reads.
+fn read_mib(p: &Path) -> Vec<u8> {
+    let mut f = std::fs::File::open(p).expect("open");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_matching_file_is_faulted_on_every_read_while_an_unmatched_one_is_cached() {
+    if !root_or_skip("cache") {
+        return;
+    }
+    const SIZE: usize = 4 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hot_data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8 + 1).collect();
+    let cold_data: Vec<u8> = (0..SIZE).map(|i| (i % 241) as u8 + 1).collect();
+    std::fs::write(dir.path().join("hot.db"), &hot_data).expect("write");
+    std::fs::write(dir.path().join("cold.txt"), &cold_data).expect("write");
+    // The real directory under the mount, reached after mounting through this descriptor.
+    let real = std::fs::File::open(dir.path()).expect("open dir");
+    let real_path = |name: &str| {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", real.as_raw_fd()))
+    };
+    let target = sleeper(false);
+    let f = fault(
+        "  action: mistake\n  methods: [read]\n  path: '*.db'\n  mistake: {filling: zero, maxOccurrences: 1, maxLength: 1}\n",
+        dir.path(),
+    );
+    let mut inj = f.inject(&target_of(&target), &ctx()).expect("inject");
+    let (hot, cold) = (dir.path().join("hot.db"), dir.path().join("cold.txt"));
+    let metric = |inj: &dyn havoc_faults::Injection, k: &str| inj.effect().metrics[k];
+    // Fill the page cache of the unmatched file.
+    assert_eq!(read_mib(&cold), cold_data);
+    for pass in 0..5 {
+        // The matching file: every 1 MiB read is a request that meets the rule (4 at least),
+        // each alters exactly one byte.
+        let (m0, b0) = (
+            metric(inj.as_ref(), "ops_matched"),
+            metric(inj.as_ref(), "bytes_altered"),
+        );
+        let got = read_mib(&hot);
+        let differ = got.iter().zip(&hot_data).filter(|(a, b)| a != b).count() as f64;
+        let (m1, b1) = (
+            metric(inj.as_ref(), "ops_matched"),
+            metric(inj.as_ref(), "bytes_altered"),
+        );
+        assert_eq!(got.len(), SIZE);
+        assert!(m1 - m0 >= 4.0, "pass {pass}: {} reads matched", m1 - m0);
+        assert!(differ >= 4.0, "pass {pass}: {differ} bytes differ");
+        assert_eq!(b1 - b0, differ, "pass {pass}: every altered byte counted");
+        // The unmatched file: served by the kernel (passthrough to the real file, or the FUSE
+        // page cache without it): open, flush, release and at most a lookup and a getattr
+        // reach the file system, not 4 MiB of reads; and exact.
+        let s0 = metric(inj.as_ref(), "ops_seen");
+        assert_eq!(read_mib(&cold), cold_data, "pass {pass}");
+        let seen = metric(inj.as_ref(), "ops_seen") - s0;
+        assert!(
+            seen <= 5.0,
+            "pass {pass}: {seen} operations for a cached read"
+        );
+    }
+    // Changed under the mount (outside it): the next open drops the stale cache.
+    let changed: Vec<u8> = cold_data.iter().map(|b| b.wrapping_add(1)).collect();
+    std::fs::write(real_path("cold.txt"), &changed).expect("write the real file");
+    assert_eq!(
+        read_mib(&cold),
+        changed,
+        "no stale page cache after a change"
+    );
+    // Written through the mount: the real file has it at once (write-through), and so does
+    // the directory after recovery.
+    let written: Vec<u8> = cold_data.iter().map(|b| b.wrapping_add(2)).collect();
+    std::fs::write(&cold, &written).expect("write through the mount");
+    assert_eq!(std::fs::read(real_path("cold.txt")).expect("read"), written);
+    assert_eq!(read_mib(&cold), written);
+    inj.recover().expect("recover");
+    assert_eq!(havoc_mounts(target.0.id(), dir.path()), 0);
+    assert_eq!(read_mib(&cold), written, "after recovery");
+    assert_eq!(read_mib(&hot), hot_data, "after recovery");
+}

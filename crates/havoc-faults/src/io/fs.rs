@@ -10,11 +10,15 @@
 //! - a file whose reads or writes the rule can match is opened with `FOPEN_DIRECT_IO`, so each
 //!   read and write of the application is one request here and every one of them meets the rule
 //!   (no page cache hides reads from the fault); shared mmap keeps working through
-//!   `FUSE_DIRECT_IO_ALLOW_MMAP`. Any other file uses the page cache, kept across opens
-//!   (`FOPEN_KEEP_CACHE`) only while the real file is unchanged since this file system last
-//!   saw it (size, mtime, ctime: close-to-open consistency, as NFS), else dropped at open.
-//!   Writes are always write-through (no writeback cache): every write lands in the real file
-//!   before it returns, so the lazily unmounted directory holds all of them at recovery.
+//!   `FUSE_DIRECT_IO_ALLOW_MMAP`.
+//! - any other file is opened in kernel passthrough (`FOPEN_PASSTHROUGH`, Linux 6.9+): its reads,
+//!   writes and mmap go straight to the real file in the kernel, through the real file's own
+//!   page cache, so nothing can be stale and everything written is in the real file at once.
+//!   Where passthrough is not available, such a file uses the FUSE page cache instead, kept
+//!   across opens (`FOPEN_KEEP_CACHE`) only while the real file is unchanged since this file
+//!   system last saw it (size, mtime, ctime: close-to-open consistency, as NFS), else dropped
+//!   at open. Writes are write-through either way (no writeback cache): every write lands in
+//!   the real file before it returns, so the lazily unmounted directory holds all of them.
 //! - entries and attributes of a path whose lookup or getattr the rule can match are never
 //!   cached (TTL 0: every stat reaches the rule); others are cached for [`CACHE_TTL`]. A rename
 //!   onto a matching path may leave the old entry cached for at most that long.
@@ -68,6 +72,16 @@ struct OpenFile {
     cached: bool,
     /// Written through this handle (the page cache then holds the new data).
     wrote: std::sync::atomic::AtomicBool,
+    /// Opened in kernel passthrough: holds a reference on the node's backing file.
+    passthrough: bool,
+}
+
+/// How a new handle is opened.
+enum OpenMode {
+    /// Direct I/O, or the FUSE page cache (`cached`), with these flags.
+    Fuse(FopenFlags, bool),
+    /// Kernel passthrough to the node's backing file (its id is in `PassFs::backings`).
+    Passthrough,
 }
 
 /// What the kernel's page cache of a node was last known to reflect of the real file.
@@ -104,6 +118,11 @@ pub struct PassFs {
     inodes: Mutex<Inodes>,
     /// Node -> the real file as its page cache reflects it (cached files only).
     stamps: Mutex<HashMap<u64, Stamp>>,
+    /// Whether the kernel accepted passthrough (set at init, cleared if registering fails).
+    passthrough: std::sync::atomic::AtomicBool,
+    /// Node -> its backing file for passthrough and how many handles use it: every handle of a
+    /// node must use the same one while any is open.
+    backings: Mutex<HashMap<u64, (fuser::BackingId, usize)>>,
     handles: RwLock<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     own_uid: u32,
@@ -193,6 +212,8 @@ impl PassFs {
             shared,
             inodes: Mutex::new(inodes),
             stamps: Mutex::new(HashMap::new()),
+            passthrough: Default::default(),
+            backings: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             own_uid: rustix::process::geteuid().as_raw(),
@@ -214,6 +235,48 @@ impl PassFs {
             CACHE_TTL
         } else {
             Duration::ZERO
+        }
+    }
+
+    /// How to open node `ino` at `rel` (just opened as `fd`): passthrough where the rule can
+    /// never match its data and the kernel allows it, registering `fd` as the node's backing
+    /// file through `register` unless it has one; else as [`Self::open_mode`] says.
+    fn open_how(
+        &self,
+        ino: u64,
+        rel: &str,
+        fd: &OwnedFd,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
+    ) -> OpenMode {
+        if self.passthrough.load(Ordering::Relaxed) && self.shared.rule.data_cacheable(rel) {
+            let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, n)) = b.get_mut(&ino) {
+                *n += 1;
+                return OpenMode::Passthrough;
+            }
+            match register(fd) {
+                Ok(id) => {
+                    b.insert(ino, (id, 1));
+                    return OpenMode::Passthrough;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "IOChaos: no kernel passthrough, using the FUSE page cache");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let (flags, cached) = self.open_mode(ino, rel, fd);
+        OpenMode::Fuse(flags, cached)
+    }
+
+    /// Drops a passthrough handle's reference on its node's backing file.
+    fn unref_backing(&self, ino: u64) {
+        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = b.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                b.remove(&ino);
+            }
         }
     }
 
@@ -397,6 +460,21 @@ impl PassFs {
         }
     }
 
+    /// At close (flush, then release, which the kernel sends without waiting): a cached
+    /// handle's writes went through the page cache to the real file, so the cache reflects the
+    /// file as it is now.
+    fn restamp(&self, fh: FileHandle) {
+        let Some(f) = self.file(fh) else { return };
+        if f.cached && f.wrote.load(Ordering::Relaxed) {
+            if let Ok(st) = rustix::fs::fstat(&f.fd) {
+                self.stamps
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(f.ino, Stamp::of(&st));
+            }
+        }
+    }
+
     fn open_flags(flags: i32) -> OFlags {
         let keep = OFlags::from_bits_retain(flags as u32)
             & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::TRUNC);
@@ -441,6 +519,13 @@ impl Filesystem for PassFs {
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.set_max_write(1 << 20);
+        // Passthrough for files no rule can touch; depth 2: the real directory may itself be
+        // on a stacked file system (a container's overlayfs).
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -760,14 +845,28 @@ impl Filesystem for PassFs {
                 if flags.0 & libc_o_trunc() != 0 {
                     let _ = rustix::fs::ftruncate(&fd, 0);
                 }
-                let (fopen, cached) = self.open_mode(ino.0, &rel, &fd);
-                let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+                let how = self.open_how(ino.0, &rel, &fd, |fd| reply.open_backing(fd));
+                let (cached, passthrough) = match how {
+                    OpenMode::Fuse(_, cached) => (cached, false),
+                    OpenMode::Passthrough => (false, true),
+                };
+                let fh = FileHandle(self.add_handle(Handle::File(Arc::new(OpenFile {
                     fd,
                     ino: ino.0,
                     cached,
                     wrote: Default::default(),
-                })));
-                reply.opened(FileHandle(fh), fopen)
+                    passthrough,
+                }))));
+                match how {
+                    OpenMode::Fuse(flags, _) => reply.opened(fh, flags),
+                    OpenMode::Passthrough => {
+                        let b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+                        match b.get(&ino.0) {
+                            Some((id, _)) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
+                            None => reply.error(Errno::EIO),
+                        }
+                    }
+                }
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -853,10 +952,11 @@ impl Filesystem for PassFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.restamp(fh);
         let rel = rel_or!(self, ino, reply);
         let d = self.decide(IoMethod::Flush, &rel);
         fail_if!(d, reply);
@@ -874,16 +974,10 @@ impl Filesystem for PassFs {
         reply: ReplyEmpty,
     ) {
         // Never failed: the handle must be freed whatever the rule says.
+        self.restamp(fh);
         if let Some(f) = self.file(fh) {
-            if f.cached && f.wrote.load(Ordering::Relaxed) {
-                // Its writes went through the page cache to the real file: the cache reflects
-                // the file as it is now.
-                if let Ok(st) = rustix::fs::fstat(&f.fd) {
-                    self.stamps
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(f.ino, Stamp::of(&st));
-                }
+            if f.passthrough {
+                self.unref_backing(f.ino);
             }
         }
         self.drop_handle(fh);
@@ -1069,20 +1163,36 @@ impl Filesystem for PassFs {
         };
         let id = self.remember(&rel, &st);
         let attr = self.finish_attr(d, attr_of(&st, id));
-        let (fopen, cached) = self.open_mode(id, &rel, &fd);
-        let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+        let how = self.open_how(id, &rel, &fd, |fd| reply.open_backing(fd));
+        let (cached, passthrough) = match how {
+            OpenMode::Fuse(_, cached) => (cached, false),
+            OpenMode::Passthrough => (false, true),
+        };
+        let fh = FileHandle(self.add_handle(Handle::File(Arc::new(OpenFile {
             fd,
             ino: id,
             cached,
             wrote: Default::default(),
-        })));
-        reply.created(
-            &self.ttl(&rel, d),
-            &attr,
-            Generation(0),
-            FileHandle(fh),
-            fopen,
-        );
+            passthrough,
+        }))));
+        let ttl = self.ttl(&rel, d);
+        match how {
+            OpenMode::Fuse(flags, _) => reply.created(&ttl, &attr, Generation(0), fh, flags),
+            OpenMode::Passthrough => {
+                let b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+                match b.get(&id) {
+                    Some((bid, _)) => reply.created_passthrough(
+                        &ttl,
+                        &attr,
+                        Generation(0),
+                        fh,
+                        FopenFlags::empty(),
+                        bid,
+                    ),
+                    None => reply.error(Errno::EIO),
+                }
+            }
+        }
     }
 
     fn fallocate(
