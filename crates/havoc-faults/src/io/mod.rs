@@ -304,6 +304,7 @@ impl Fault for IoFault {
             in_effect: None,
             started: Instant::now(),
             held: None,
+            effect_ended: None,
             still_open_at_recovery: 0,
             recovered: false,
         };
@@ -406,6 +407,8 @@ struct IoInjection {
     in_effect: Option<Instant>,
     started: Instant,
     held: Option<Duration>,
+    /// When recovery stopped faulting (before the unmount and the drain of open files).
+    effect_ended: Option<Instant>,
     still_open_at_recovery: u64,
     recovered: bool,
 }
@@ -413,6 +416,13 @@ struct IoInjection {
 impl Injection for IoInjection {
     fn in_effect_since(&self) -> Option<Instant> {
         self.in_effect
+    }
+
+    /// The fault ends when recovery turns the rules off; the lazy unmount and the wait for
+    /// files still open through the detached mount (up to [`DRAIN`]) are cleanup, served
+    /// unfaulted, and count in the recovery latency, not in the hold.
+    fn in_effect_until(&self) -> Option<Instant> {
+        self.effect_ended
     }
 
     fn effect(&self) -> Effect {
@@ -532,6 +542,7 @@ impl Injection for IoInjection {
             return Ok(());
         }
         self.shared.rule.enabled.store(false, Ordering::SeqCst);
+        self.effect_ended.get_or_insert_with(Instant::now);
         self.held = Some(self.started.elapsed());
         if let Some(root) = self.root.take() {
             let r = self
