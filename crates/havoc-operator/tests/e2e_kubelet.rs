@@ -16,197 +16,21 @@
 //! runs in this process; the namespace it made is removed at the end and from a guard's `Drop`.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use havoc_k8s::schedule_crd::{Schedule, SCHEDULE_LABEL};
-use havoc_k8s::statuscheck_crd::StatusCheck;
 use havoc_k8s::workflow_crd::{Workflow, WorkflowStatus};
-use havoc_k8s::{NamespacePolicy, NetworkChaos, PodChaos, StressChaos};
-use havoc_operator::controller::Context;
+use havoc_k8s::PodChaos;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::ResourceExt;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-fn kubeconfig() -> Option<String> {
-    match std::env::var("HAVOC_E2E_KUBECONFIG") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "CI is set but HAVOC_E2E_KUBECONFIG is not: the e2e suite must run in CI \
-             (start ../shared/k8s and source its env.sh)"
-        ),
-        _ => {
-            println!("skipped: HAVOC_E2E_KUBECONFIG not set (start ../shared/k8s, source env.sh)");
-            None
-        }
-    }
-}
-
-async fn client_from(path: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(path).expect("read the kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("kubeconfig");
-    kube::Client::try_from(cfg).expect("client")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
-
-// ---------------------------------------------------------------------------------------------
-// Operators in this process.
-
-struct Operator {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Operator {
-    async fn start(path: &str, namespace: &str, identity: &str) -> Operator {
-        let client = client_from(path).await;
-        let policy = NamespacePolicy {
-            allowed: vec![namespace.to_string()],
-            opt_in_label: String::new(),
-            operator_namespace: "havoc-system".into(),
-            allow_protected: false,
-        };
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "havoc-operator".into(),
-                instance: Some(identity.into()),
-            },
-        );
-        let ctx = Context::new(
-            client,
-            Arc::new(havoc_operator::DisabledAgentPool::new("e2e: no agents")),
-            policy,
-            recorder,
-            havoc_operator::metrics::Metrics::new(),
-            Duration::from_secs(30),
-        );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = havoc_operator::shutdown_signal(async move {
-            let _ = rx.await;
-        });
-        let task = tokio::spawn(havoc_operator::run_controllers(Arc::new(ctx), signal));
-        Operator {
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(15), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
-                panic!("the operator did not stop within 15 s of its shutdown signal");
-            }
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup.
-
-async fn remove_namespace(client: &kube::Client, ns: &str) -> Result<(), String> {
-    let strip = json!({"metadata": {"finalizers": null}});
-    macro_rules! unfinalize {
-        ($k:ty) => {{
-            let api: Api<$k> = Api::namespaced(client.clone(), ns);
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                for o in list.items {
-                    let _ = api
-                        .patch(
-                            &o.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&strip),
-                        )
-                        .await;
-                    let _ = api.delete(&o.name_any(), &DeleteParams::default()).await;
-                }
-            }
-        }};
-    }
-    unfinalize!(Schedule);
-    unfinalize!(Workflow);
-    unfinalize!(StatusCheck);
-    unfinalize!(PodChaos);
-    unfinalize!(NetworkChaos);
-    unfinalize!(StressChaos);
-    let nss: Api<Namespace> = Api::all(client.clone());
-    let _ = nss.delete(ns, &DeleteParams::default()).await;
-    let start = Instant::now();
-    loop {
-        match nss.get_opt(ns).await {
-            Ok(None) => return Ok(()),
-            _ if start.elapsed() > Duration::from_secs(90) => {
-                return Err(format!("namespace {ns} still there after 90 s"))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
-struct Cleanup {
-    kubeconfig: String,
-    namespace: Option<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Some(ns) = self.namespace.take() else {
-            return;
-        };
-        let path = self.kubeconfig.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let r = rt.block_on(async move {
-                let client = client_from(&path).await;
-                remove_namespace(&client, &ns).await
-            });
-            let _ = tx.send(r);
-        });
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("e2e cleanup: {e}"),
-            Err(_) => eprintln!("e2e cleanup: timed out"),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers.
-
+#[path = "common/programs.rs"]
+mod programs;
+use programs::*;
 /// Skips (or fails under CI) unless a node is Ready within 30 s: the steps here need real pods.
 async fn ready_node(client: &kube::Client) -> bool {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -286,7 +110,7 @@ async fn web_ready(pods: &Api<Pod>, replicas: usize, what: &str) -> BTreeSet<Str
     }
 }
 
-async fn wait_workflow(
+async fn wait_workflow_on_node(
     api: &Api<Workflow>,
     name: &str,
     what: &str,
@@ -586,7 +410,7 @@ async fn pod_kill_schedules_and_task_branches_on_a_real_node() {
             .unwrap_or_else(|e| panic!("create workflow {name}: {e}"));
     }
     for (name, _, taken, not_taken, exit) in &cases {
-        let st = wait_workflow(&workflows, name, "the end", |s| s.phase.is_done()).await;
+        let st = wait_workflow_on_node(&workflows, name, "the end", |s| s.phase.is_done()).await;
         assert_eq!(
             st.phase,
             havoc_k8s::workflow_crd::WorkflowPhase::Succeeded,
