@@ -220,8 +220,11 @@ async fn a_workflow_schedule_template_runs_a_child_schedule_until_its_deadline()
     let k = node(&st, "kill");
     assert_eq!(k.phase, "DeadlineExceeded");
     let ran = ms(&k.end_time) - ms(&k.start_time);
+    // Never short. The node ends when its Schedule is gone, deleted in the foreground: the
+    // API server's garbage collector removes it after its runs, and when a run was being
+    // created at the deadline that took up to ~10 s more here (seen 21,957 ms for 12 s).
     assert!(
-        ran >= deadline_s * 1000 && ran < deadline_s * 1000 + 5000,
+        ran >= deadline_s * 1000 && ran < deadline_s * 1000 + 15_000,
         "the schedule node ran {ran} ms for a {deadline_s} s deadline"
     );
     assert!(ms(&node(&st, "after").start_time) >= ms(&k.end_time));
